@@ -1,0 +1,39 @@
+# Everything a fresh machine (Python 3.11 + pip) needs: `make test`, `make demo`, `make bench`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+export AIRFLOW__CORE__LOAD_EXAMPLES = False
+
+.PHONY: install test lint typecheck pytest demo bench e2e clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+pytest: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+demo: install
+	$(PY) -m airflow_provider_openbanking.demo
+
+bench: install
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf airflow-home .airflow-test build *.egg-info .mypy_cache .ruff_cache .pytest_cache landing

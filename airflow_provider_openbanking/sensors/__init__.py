@@ -1,0 +1,1 @@
+"""See the ``openbanking`` module of this package."""
