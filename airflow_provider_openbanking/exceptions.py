@@ -1,0 +1,156 @@
+"""Errors raised by the provider.
+
+Every error that comes from the API names the endpoint, the HTTP status, the FDX ``code`` and
+``message`` and the ``ob-correlation-id`` / ``ob-trace-id`` headers, because that is what Flinks
+support asks for. None of them ever carries a secret: messages are built from the response's error
+fields only, and the hook redacts any secret it knows before raising.
+
+The hierarchy tells a caller what to do:
+
+- :class:`ConsentRequiredError` is an ``AirflowFailException``: retrying cannot help, the customer
+  must authorize again (602, or a refresh token rejected).
+- :class:`TransientApiError` is what the transport retries (rate limits, 5xx, dropped connections,
+  garbled bodies); it only surfaces once the retry budget is spent.
+- :class:`AccountUnavailableError` (704/705) lets operators skip one account and go on.
+- :class:`ConnectionConfigError` says which connection field to fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+
+class OpenBankingError(AirflowException):
+    """Base class of every error raised by this provider."""
+
+
+class ConnectionConfigError(OpenBankingError):
+    """A field of the ``openbanking`` connection is missing or malformed."""
+
+    def __init__(self, conn_id: str, field: str, problem: str) -> None:
+        self.conn_id = conn_id
+        self.field = field
+        super().__init__(f"Connection {conn_id!r}: field {field!r} {problem}")
+
+
+class ApiError(OpenBankingError):
+    """The API answered with an error.
+
+    Attributes mirror the response so callers (and tests) can branch on them without parsing the
+    message: ``endpoint`` (``"GET /api/fdx/5/accounts"``), ``status``, ``code`` (FDX code as a string,
+    or the OAuth ``error``), ``api_message``, ``correlation_id``, ``trace_id``.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        status: int | None,
+        code: str | None = None,
+        api_message: str | None = None,
+        *,
+        correlation_id: str | None = None,
+        trace_id: str | None = None,
+        hint: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.status = status
+        self.code = code
+        self.api_message = api_message
+        self.correlation_id = correlation_id
+        self.trace_id = trace_id
+        self.hint = hint
+        self.retry_after = retry_after
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        parts = [f"{self.endpoint} failed"]
+        if self.status is not None:
+            parts.append(f"HTTP {self.status}")
+        if self.code:
+            parts.append(f"code {self.code}")
+        text = ", ".join(parts)
+        if self.api_message:
+            text += f": {self.api_message}"
+        ids = [f"ob-correlation-id={self.correlation_id or '-'}", f"ob-trace-id={self.trace_id or '-'}"]
+        text += f" ({', '.join(ids)})"
+        if self.hint:
+            text += f". {self.hint}"
+        return text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep the attributes when the error crosses a process boundary (triggerer, executors).
+        return (
+            _rebuild,
+            (
+                type(self),
+                {
+                    "endpoint": self.endpoint,
+                    "status": self.status,
+                    "code": self.code,
+                    "api_message": self.api_message,
+                    "correlation_id": self.correlation_id,
+                    "trace_id": self.trace_id,
+                    "hint": self.hint,
+                    "retry_after": self.retry_after,
+                },
+            ),
+        )
+
+
+def _rebuild(cls: type[ApiError], kwargs: dict[str, Any]) -> ApiError:
+    endpoint = kwargs.pop("endpoint")
+    status = kwargs.pop("status")
+    return cls(endpoint, status, **kwargs)
+
+
+class TransientApiError(ApiError):
+    """Rate limited (1207), 5xx, maintenance, dropped connection, unparsable body: retried."""
+
+
+class MalformedResponseError(TransientApiError):
+    """The body is not the JSON the API promises (a proxy's HTML page, a truncated document)."""
+
+
+class StatementProcessingError(TransientApiError):
+    """400 code 1300: the statement is still being produced; try again later."""
+
+
+class NoDataError(ApiError):
+    """404 code 1107: no data for these parameters. Callers treat it as an empty result."""
+
+
+class AccountUnavailableError(ApiError):
+    """704 (account type not supported) or 705 (account closed): skip this account, say so."""
+
+
+class AccessTokenRejectedError(ApiError):
+    """401 that is not 602 even after a fresh access token: the client's credentials are wrong."""
+
+
+class ConsentRequiredError(ApiError, AirflowFailException):
+    """The customer's consent is gone (602, refresh token rejected or lapsed): not retryable.
+
+    It is an ``AirflowFailException`` so a task fails at once instead of burning its retries; a
+    DAG can wait for the customer with ``OpenBankingTokenSensor``.
+    """
+
+    DEFAULT_HINT = (
+        "The customer must authorize again: run `airflow-openbanking authorize --conn-id <conn_id>` "
+        "(or store a new refresh token in the connection)"
+    )
+
+
+class AuthorizationCallbackError(OpenBankingError):
+    """The /authorize callback carried ``error=…`` or a ``state`` that does not match."""
+
+    def __init__(self, message: str, *, error: str | None = None, description: str | None = None) -> None:
+        self.error = error
+        self.description = description
+        super().__init__(message)
+
+
+class PaginationError(OpenBankingError):
+    """The server's pagination is broken (an offset repeated: it would loop forever)."""
