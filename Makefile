@@ -30,7 +30,7 @@ pytest: install
 test: lint typecheck pytest
 
 demo: install
-	$(PY) -m airflow_provider_openbanking.demo
+	$(PY) scripts/demo.py
 
 bench: install
 	$(PY) -m benchmarks

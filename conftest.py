@@ -13,6 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+pytest_plugins = ["tests.fixtures_openbanking"]
+
 _HOME = Path(tempfile.mkdtemp(prefix="ob-airflow-home-"))
 os.environ["AIRFLOW_HOME"] = str(_HOME)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
