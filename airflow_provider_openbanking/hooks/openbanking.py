@@ -734,9 +734,18 @@ class OpenBankingHook(BaseHook):
         data = self._get("customers", "current")
         return data if isinstance(data, dict) else {}
 
-    def iter_holdings(self, account_ids: Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
-        """Holdings of the investment accounts, each tagged with its ``accountId``."""
-        for account in self.iter_accounts("details", account_ids):
+    def iter_holdings(
+        self,
+        account_ids: Iterable[str] | None = None,
+        *,
+        stats: PageStats | None = None,
+        on_page: Callable[[PageStats], None] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Holdings of the investment accounts, each tagged with its ``accountId``.
+
+        ``stats``/``on_page`` count the pages of accounts walked (as in :meth:`iter_accounts`).
+        """
+        for account in self.iter_accounts("details", account_ids, stats=stats, on_page=on_page):
             if account.get("accountCategory") != "INVESTMENT_ACCOUNT" and "holdings" not in account:
                 continue
             for holding in account.get("holdings") or []:
