@@ -1,0 +1,279 @@
+"""Is there a usable customer consent for a connection? One answer for the CLI and for DAGs.
+
+:func:`consent_status` asks the API as a task would (refresh grant, then one light data call) and
+returns a :class:`ConsentStatus` instead of raising for the failures a caller is asking about
+(no consent, revoked, refresh token rejected, scope missing, bad connection, API down). It never
+prints or returns a token.
+
+Flinks drops a refresh token after 30 days without use, and a refresh grant counts as a use: a
+check that had to refresh (always the case in a fresh process) restarts that clock, so
+``last_refresh_at`` and ``days_until_idle_lapse`` describe the consent *after* the check and the
+message says when the token had been used before it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from airflow_provider_openbanking.exceptions import (
+    AccountUnavailableError,
+    ConnectionConfigError,
+    ConsentRequiredError,
+    NoDataError,
+    OpenBankingError,
+)
+from airflow_provider_openbanking.fdx import parse_scopes
+from airflow_provider_openbanking.token_store import TokenRecord, fingerprint
+
+if TYPE_CHECKING:
+    from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
+
+ConsentState = Literal["ok", "no_consent", "revoked", "refresh_rejected", "scope_missing", "error"]
+
+#: Flinks drops a refresh token that has not been used for this many days.
+IDLE_LAPSE_DAYS = 30
+
+#: States after which only the customer (a new ``authorize``) can help.
+NEEDS_AUTHORIZATION: frozenset[str] = frozenset(
+    {"no_consent", "revoked", "refresh_rejected", "scope_missing"}
+)
+
+
+@dataclass(frozen=True)
+class ConsentStatus:
+    """The state of one connection's consent, safe to log, print or push to XCom (no secrets).
+
+    ``scopes`` are the scopes the server says it granted (``None`` when it does not say);
+    ``missing_scopes`` is only filled when scopes were checked. ``last_refresh_at`` is an ISO
+    timestamp (UTC) of the last successful refresh grant known to the token store.
+    """
+
+    conn_id: str
+    state: ConsentState
+    access_token_ttl: float | None = None
+    scopes: tuple[str, ...] | None = None
+    last_refresh_at: str | None = None
+    days_until_idle_lapse: float | None = None
+    message: str = ""
+    missing_scopes: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "ok"
+
+    @property
+    def needs_authorization(self) -> bool:
+        """True when the customer has to authorize again (``airflow-openbanking authorize``)."""
+        return self.state in NEEDS_AUTHORIZATION
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists)."""
+        data = asdict(self)
+        data["scopes"] = list(self.scopes) if self.scopes is not None else None
+        data["missing_scopes"] = list(self.missing_scopes)
+        return data
+
+
+def _parse_time(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+def days_until_idle_lapse(last_used: str | None, now: dt.datetime | None = None) -> float | None:
+    """Days left before a refresh token last used at ``last_used`` (ISO) lapses; never negative."""
+    used = _parse_time(last_used)
+    if used is None:
+        return None
+    now = now or dt.datetime.now(dt.timezone.utc)
+    left = IDLE_LAPSE_DAYS - (now - used).total_seconds() / 86400
+    return round(max(left, 0.0), 1)
+
+
+def _granted(record: TokenRecord | None) -> tuple[str, ...] | None:
+    if record is None or not record.scopes:
+        return None
+    try:
+        return parse_scopes(record.scopes)
+    except ValueError:  # a scope this client does not know: keep the server's words
+        return tuple(record.scopes.split())
+
+
+def _first(items: Iterable[Any]) -> Any:
+    """The first item of a (lazy, paginated) iterable, fetching only the first page."""
+    iterator = iter(items)
+    try:
+        return next(iterator, None)
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+
+
+#: How to exercise one scope (``None`` account id: the consent has no account to try it on).
+_SCOPE_PROBES: dict[str, Callable[[OpenBankingHook, str | None], Any]] = {
+    "ACCOUNT_BASIC": lambda h, _a: _first(h.iter_accounts("lightweight")),
+    "ACCOUNT_DETAILED": lambda h, _a: _first(h.iter_accounts("details")),
+    "CUSTOMER_PERSONAL": lambda h, _a: h.get_customer(),
+    "TRANSACTIONS": lambda h, a: a and _first(h.iter_transactions(a)),
+    "STATEMENTS": lambda h, a: a and _first(h.iter_statements(a)),
+    "ACCOUNT_PAYMENTS": lambda h, a: a and _first(h.iter_payment_networks(a)),
+    "CUSTOMER_CONTACT": lambda h, a: a and h.get_account_contact(a),
+}
+
+
+def _probe_scopes(hook: OpenBankingHook, wanted: Iterable[str], account_id: str | None) -> list[str]:
+    """Call one endpoint per scope; a 602 means the scope was not granted. Returns the missing ones.
+
+    Only used when the server does not say which scopes it granted. Scopes without an endpoint of
+    their own (``INVESTMENTS``) or without an account to try them on count as present.
+    """
+    missing = []
+    for scope in wanted:
+        probe = _SCOPE_PROBES.get(scope)
+        if probe is None:
+            continue
+        try:
+            probe(hook, account_id)
+        except ConsentRequiredError:
+            missing.append(scope)
+        except (NoDataError, AccountUnavailableError):
+            pass
+    return missing
+
+
+def consent_status(
+    hook: OpenBankingHook,
+    check_scopes: bool = False,
+    *,
+    required_scopes: Iterable[str] | str | None = None,
+) -> ConsentStatus:
+    """Check the consent behind ``hook``'s connection, the way the next task run would use it.
+
+    Steps: read the connection and the token store; get an access token (a refresh grant unless
+    this process holds a valid one); list the first page of lightweight accounts. With
+    ``check_scopes`` it also checks that every scope in ``required_scopes`` (default: the
+    connection's ``scopes``) was granted: from the scopes the server reports, or else by calling
+    one endpoint per scope.
+
+    Expected failures become a state (see :data:`ConsentState`) with a one-line ``message``;
+    only programming errors raise.
+    """
+    conn_id = hook.openbanking_conn_id
+
+    def status(state: ConsentState, message: str, **fields: Any) -> ConsentStatus:
+        return ConsentStatus(conn_id=conn_id, state=state, message=hook.redact(message), **fields)
+
+    authorize_hint = f"run `airflow-openbanking authorize --conn-id {conn_id}`"
+    try:
+        cfg = hook.config
+        record = hook.token_store.load(conn_id)
+    except ConnectionConfigError as exc:
+        return status("error", str(exc))
+    except Exception as exc:  # connection not found, token store unreachable, ...
+        return status("error", f"{type(exc).__name__}: {exc}")
+
+    conn_fp = fingerprint(cfg.refresh_token)
+    active = record if record is not None and (conn_fp is None or record.origin == conn_fp) else None
+    if active is None and not cfg.refresh_token:
+        return status("no_consent", f"No consent yet for connection {conn_id!r}: {authorize_hint}")
+    used_before = (active.last_refresh_at or active.updated_at) if active else None
+
+    try:
+        wanted = parse_scopes(required_scopes) if required_scopes is not None else cfg.scopes
+    except ValueError as exc:
+        return status("error", f"required_scopes {exc}")
+
+    # 1. the refresh token (what every task does first)
+    try:
+        ttl = hook.access_token_ttl()
+    except ConsentRequiredError as exc:
+        return status(
+            "refresh_rejected",
+            "The server rejected the refresh token (revoked, lapsed after "
+            f"{IDLE_LAPSE_DAYS} idle days, or rotated away): {authorize_hint}"
+            + (f" [{exc.endpoint}, HTTP {exc.status}, {exc.code}]" if exc.status else ""),
+            last_refresh_at=active.last_refresh_at if active else None,
+        )
+    except (OpenBankingError, OSError) as exc:
+        return status("error", str(exc))
+    except Exception as exc:  # the token store failed while saving a rotated token
+        return status("error", f"{type(exc).__name__}: {exc}")
+
+    try:
+        after = hook.token_store.load(conn_id)
+    except Exception:
+        after = active
+    granted = _granted(after)
+    last_refresh_at = after.last_refresh_at if after else None
+    last_used = (after.last_refresh_at or after.updated_at) if after else None
+    common: dict[str, Any] = {
+        "access_token_ttl": round(ttl, 1),
+        "scopes": granted,
+        "last_refresh_at": last_refresh_at,
+        "days_until_idle_lapse": days_until_idle_lapse(last_used),
+    }
+
+    # 2. one light data call: a revoked consent can still have a valid access token (602)
+    account_id: str | None = None
+    if granted is None or "ACCOUNT_BASIC" in granted:
+        try:
+            first = _first(hook.iter_accounts("lightweight"))
+        except ConsentRequiredError as exc:
+            reason = "revoked, or ACCOUNT_BASIC not granted" if granted is None else "revoked"
+            return status(
+                "revoked",
+                f"The server refused data for this consent (602: {reason}): {authorize_hint}"
+                f" [{exc.api_message or exc.endpoint}]",
+                **common,
+            )
+        except NoDataError:
+            first = None
+        except (OpenBankingError, OSError) as exc:
+            return status("error", str(exc), **common)
+        if isinstance(first, dict) and first.get("accountId"):
+            account_id = str(first["accountId"])
+
+    # 3. scopes
+    if check_scopes:
+        if granted is not None:
+            missing = [s for s in wanted if s not in granted]
+        else:
+            try:
+                missing = _probe_scopes(hook, [s for s in wanted if s != "ACCOUNT_BASIC"], account_id)
+            except (OpenBankingError, OSError) as exc:
+                return status("error", str(exc), **common)
+        if missing:
+            return status(
+                "scope_missing",
+                f"The consent lacks scope(s) {' '.join(missing)} that the connection needs: "
+                f"{authorize_hint} and grant them",
+                missing_scopes=tuple(missing),
+                **common,
+            )
+
+    message = f"Consent OK: access token valid for {ttl:.0f}s"
+    if granted is not None:
+        message += f"; scopes {' '.join(granted)}"
+    if common["days_until_idle_lapse"] is not None:
+        message += f"; lapses after {common['days_until_idle_lapse']:g} more idle day(s)"
+    if used_before and last_refresh_at and used_before != last_refresh_at:
+        message += f" (this check used the refresh token; before, it was last used at {used_before})"
+    return status("ok", message, **common)
+
+
+__all__ = [
+    "IDLE_LAPSE_DAYS",
+    "NEEDS_AUTHORIZATION",
+    "ConsentState",
+    "ConsentStatus",
+    "consent_status",
+    "days_until_idle_lapse",
+]
