@@ -168,7 +168,9 @@ class Layout:
 
     def blob_file(self, dataset: str, account_id: str, name: str, extension: str) -> ObjectStoragePath:
         """A binary file (a statement PDF) of one account."""
-        return self._dir(dataset) / f"account_id={safe_segment(account_id)}" / f"{safe_segment(name)}{extension}"
+        return (
+            self._dir(dataset) / f"account_id={safe_segment(account_id)}" / f"{safe_segment(name)}{extension}"
+        )
 
 
 class AtomicWriter:
@@ -182,7 +184,9 @@ class AtomicWriter:
         self.path = path
         self.bytes_written = 0
         self._fs: Any = path.fs
-        self._tmp_path = f"{path.parent.path.rstrip('/')}/.{path.name}.{uuid.uuid4().hex[:12]}{PARTIAL_SUFFIX}"
+        self._tmp_path = (
+            f"{path.parent.path.rstrip('/')}/.{path.name}.{uuid.uuid4().hex[:12]}{PARTIAL_SUFFIX}"
+        )
         self._fh: Any = None
         self._buffer = bytearray()
 
