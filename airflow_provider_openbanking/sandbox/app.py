@@ -171,6 +171,11 @@ _HTML_BODY = (
 )
 
 
+def _has_offset(scope: Scope) -> bool:
+    query = scope.get("query_string", b"").decode("latin-1")
+    return any(k == "offset" and v for k, v in parse_qsl(query))
+
+
 class _DropFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "without completing response" not in record.getMessage()
@@ -217,7 +222,9 @@ class SandboxMiddleware:
             if sb.knobs.latency_ms > 0:
                 await asyncio.sleep(sb.knobs.latency_ms / 1000)
             if path.startswith("/api/"):
-                fault = sb.take_fault(method, path, method == "GET" and template in PAGINATED)
+                # a pagination loop needs a request offset to repeat: only requests carrying one qualify
+                loopable = method == "GET" and template in PAGINATED and _has_offset(scope)
+                fault = sb.take_fault(method, path, loopable)
                 if fault is not None and fault["kind"] != "repeat_offset":
                     await self._fault(fault, send, extra)
                     return
@@ -355,6 +362,10 @@ def create_app(sandbox: Sandbox) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404 and request.url.path.startswith(f"{FDX}/accounts/"):
+            # e.g. an account id holding an encoded "/": no route matches, but for the client it is
+            # simply an account that does not exist
+            return fdx_error(404, "701", "Account not found", f"No such resource {request.url.path!r}")
         return fdx_error(
             exc.status_code, str(exc.status_code), str(exc.detail), f"{request.method} {request.url.path}"
         )
