@@ -1,0 +1,215 @@
+"""What the example DAGs in ``dags/`` share: names, Assets, the consent list, the transactions plan.
+
+Everything here is cheap at import (no network, no metadata-database access, no Variable reads):
+DAG files import it at parse time. Functions that read Variables or landed files are called from
+inside tasks only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from airflow.sdk import Asset
+
+from airflow_provider_openbanking.warehouse import (
+    DEFAULT_WAREHOUSE_CONN_ID,
+    TRANSACTIONS_TABLE,
+    TransactionsWarehouse,
+    iter_jsonl,
+)
+
+#: The Airflow pool every task that calls the Open Banking API runs in: its slots bound the
+#: number of concurrent API callers (size it to the provider's rate limit).
+POOL = "openbanking_api"
+#: Variable holding the default list of ``openbanking`` connection ids (a JSON list), one per consent.
+CONN_IDS_VARIABLE = "openbanking_conn_ids"
+DEFAULT_CONN_IDS: tuple[str, ...] = ("openbanking_default",)
+WAREHOUSE_CONN_ID = DEFAULT_WAREHOUSE_CONN_ID
+SUMMARY_TABLE = "openbanking_daily_summary"
+
+
+def landing_base_url() -> str:
+    """The landing destination as a URL, read from configuration without touching any storage.
+
+    ``[openbanking] landing_destination`` (or ``AIRFLOW__OPENBANKING__LANDING_DESTINATION``), else
+    ``file://$AIRFLOW_HOME/openbanking`` -- the same default the operators use at run time.
+    """
+    configured = os.environ.get("AIRFLOW__OPENBANKING__LANDING_DESTINATION")
+    if not configured:
+        try:
+            from airflow.configuration import conf
+
+            configured = conf.get("openbanking", "landing_destination", fallback=None)
+        except Exception:  # pragma: no cover - configuration not importable
+            configured = None
+    if configured:
+        text = str(configured).rstrip("/")
+        if "://" in text:
+            return text
+        return "file://" + os.path.abspath(os.path.expanduser(text))
+    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+    return "file://" + os.path.join(os.path.abspath(home), "openbanking")
+
+
+def landed_asset(dataset: str) -> Asset:
+    """The Asset of one landed dataset: every file under ``<destination>/<dataset>/``."""
+    return Asset(
+        name=f"openbanking_{dataset}_files",
+        uri=f"{landing_base_url()}/{dataset}",
+        group="openbanking",
+    )
+
+
+#: Emitted by every successful per-account transactions landing task.
+TRANSACTIONS_FILES_ASSET = landed_asset("transactions")
+ACCOUNTS_FILES_ASSET = landed_asset("accounts")
+#: Emitted once per run by the load step, when the warehouse table is up to date: schedule
+#: downstream work that reads the table on this one.
+TRANSACTIONS_TABLE_ASSET = Asset(
+    name=TRANSACTIONS_TABLE, uri=f"sql://{TRANSACTIONS_TABLE}", group="openbanking"
+)
+
+
+def parse_conn_ids(value: Any) -> list[str]:
+    """A list of connection ids from a list, a JSON list or a comma-separated string."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                raise ValueError(f"not a JSON list of connection ids: {text!r}") from None
+        else:
+            value = [part for part in text.split(",")]
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"expected a list of connection ids, got {type(value).__name__}")
+    out: list[str] = []
+    for item in value:
+        if not isinstance(item, str) or not item.strip():
+            raise ValueError(f"a connection id must be a non-empty string, got {item!r}")
+        out.append(item.strip())
+    return list(dict.fromkeys(out))
+
+
+def resolve_conn_ids(param: Any = None) -> list[str]:
+    """The consents a run covers: the ``conn_ids`` param if set, else the ``openbanking_conn_ids``
+    Variable (a JSON list), else ``["openbanking_default"]``. Call it from a task only."""
+    ids = parse_conn_ids(param)
+    if ids:
+        return ids
+    from airflow.sdk import Variable
+
+    ids = parse_conn_ids(Variable.get(CONN_IDS_VARIABLE, default=None))
+    return ids or list(DEFAULT_CONN_IDS)
+
+
+def transaction_jobs(accounts_results: Iterable[Mapping[str, Any] | None]) -> list[dict[str, Any]]:
+    """One ``OpenBankingTransactionsOperator`` kwargs dict per (consent, account).
+
+    ``accounts_results`` are the XCom values of ``OpenBankingAccountsOperator`` tasks (one per
+    consent; a failed consent has none); the account ids are read from the small accounts file each
+    one landed. The result feeds ``.expand_kwargs()``.
+    """
+    from airflow_provider_openbanking.landing import read_jsonl
+
+    jobs: list[dict[str, Any]] = []
+    for result in accounts_results:
+        if not result:
+            continue
+        conn_id = str(result["conn_id"])
+        account_ids: list[str] = []
+        for path in result.get("paths") or []:
+            for account in read_jsonl(path):
+                account_id = account.get("accountId")
+                if account_id and account_id not in account_ids:
+                    account_ids.append(str(account_id))
+        jobs.extend({"openbanking_conn_id": conn_id, "account_ids": [acc]} for acc in account_ids)
+    return sorted(jobs, key=lambda job: (job["openbanking_conn_id"], job["account_ids"][0]))
+
+
+def load_transactions(
+    results: Iterable[Mapping[str, Any] | None],
+    sql_conn_id: str = WAREHOUSE_CONN_ID,
+    table: str = TRANSACTIONS_TABLE,
+) -> dict[str, Any]:
+    """Window-replace every account file the transactions tasks landed into the warehouse table.
+
+    Each (connection, account, query window) is one database transaction. Accounts whose task
+    failed landed nothing and keep their rows; skipped accounts (704/705) too.
+    """
+    warehouse = TransactionsWarehouse(sql_conn_id, table)
+    windows: list[dict[str, Any]] = []
+    for result in results:
+        if not result:
+            continue
+        conn_id = str(result["conn_id"])
+        for account_id, landed in sorted((result.get("accounts") or {}).items()):
+            path = landed.get("path")
+            if not path:
+                continue
+            load = warehouse.replace_window(
+                conn_id, account_id, result["query_start"], result["query_end"], iter_jsonl(path)
+            )
+            windows.append(load.to_dict())
+    return {
+        "table": table,
+        "sql_conn_id": sql_conn_id,
+        "windows": len(windows),
+        "inserted": sum(w["inserted"] for w in windows),
+        "deleted": sum(w["deleted"] for w in windows),
+        "rows": warehouse.count() if windows else None,
+    }
+
+
+def summary_sql(source: str = TRANSACTIONS_TABLE, target: str = SUMMARY_TABLE) -> Sequence[str]:
+    """Portable statements that rebuild the daily per-account summary from the transactions table."""
+    from airflow_provider_openbanking.warehouse import check_identifier
+
+    source, target = check_identifier(source), check_identifier(target)
+    return (
+        f"""CREATE TABLE IF NOT EXISTS {target} (
+    conn_id VARCHAR(250) NOT NULL,
+    account_id VARCHAR(250) NOT NULL,
+    day VARCHAR(10) NOT NULL,
+    transactions INTEGER NOT NULL,
+    pending INTEGER NOT NULL,
+    credits NUMERIC(18, 2) NOT NULL,
+    debits NUMERIC(18, 2) NOT NULL,
+    net NUMERIC(18, 2) NOT NULL,
+    PRIMARY KEY (conn_id, account_id, day)
+)""",
+        f"DELETE FROM {target}",
+        f"""INSERT INTO {target} (conn_id, account_id, day, transactions, pending, credits, debits, net)
+SELECT conn_id, account_id, window_date,
+       COUNT(*),
+       SUM(CASE WHEN status = 'PENDING' THEN 1 ELSE 0 END),
+       SUM(CASE WHEN signed_amount > 0 THEN signed_amount ELSE 0 END),
+       SUM(CASE WHEN signed_amount < 0 THEN -signed_amount ELSE 0 END),
+       SUM(COALESCE(signed_amount, 0))
+FROM {source}
+GROUP BY conn_id, account_id, window_date""",
+    )
+
+
+__all__ = [
+    "ACCOUNTS_FILES_ASSET",
+    "CONN_IDS_VARIABLE",
+    "DEFAULT_CONN_IDS",
+    "POOL",
+    "SUMMARY_TABLE",
+    "TRANSACTIONS_FILES_ASSET",
+    "TRANSACTIONS_TABLE_ASSET",
+    "WAREHOUSE_CONN_ID",
+    "landed_asset",
+    "landing_base_url",
+    "load_transactions",
+    "parse_conn_ids",
+    "resolve_conn_ids",
+    "summary_sql",
+    "transaction_jobs",
+]
