@@ -36,7 +36,7 @@ MakeConn = Callable[..., str]
 
 @pytest.fixture
 def make_conn(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[MakeConn]:
-    """Factory: ``make_conn(conn_id="openbanking_default", customer_id=None, scopes=None, **extra)``.
+    """Factory: ``make_conn(conn_id="openbanking_default", customer_id=None, consent_scopes=None, **extra)``.
 
     Grants a consent in the sandbox (unless ``refresh_token=`` is given), puts the connection in
     the environment with fast retry settings, clears that connection's token store, and returns
@@ -48,14 +48,14 @@ def make_conn(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[MakeCon
         conn_id: str = "openbanking_default",
         *,
         customer_id: str | None = None,
-        scopes: Any = None,
+        consent_scopes: Any = None,
         refresh_token: str | None = None,
         login: str = "demo-client",
         password: str = "demo-secret",
         host: str | None = None,
         **extra: Any,
     ) -> str:
-        token = refresh_token if refresh_token is not None else sandbox.grant_consent(customer_id, scopes)
+        token = refresh_token if refresh_token is not None else sandbox.grant_consent(customer_id, consent_scopes)
         extras = {
             "refresh_token": token,
             "redirect_uri": REDIRECT_URI,

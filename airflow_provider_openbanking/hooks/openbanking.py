@@ -70,6 +70,7 @@ class _AccessToken:
     token: str
     expires_at: float
     scope: str | None = None
+    lifetime: float = 300.0
 
     def seconds_left(self) -> float:
         return self.expires_at - time.time()
@@ -298,12 +299,11 @@ class OpenBankingHook(BaseHook):
             expires_in = float(data.get("expires_in") or 300)
         except (TypeError, ValueError):
             expires_in = 300.0
-        return _AccessToken(data["access_token"], time.time() + expires_in, data.get("scope"))
+        return _AccessToken(data["access_token"], time.time() + expires_in, data.get("scope"), expires_in)
 
     @staticmethod
     def _skew(token: _AccessToken) -> float:
-        lifetime = max(token.expires_at - time.time(), 0.0)
-        return min(EXPIRY_SKEW_SECONDS, lifetime / 5) if lifetime else 0.0
+        return min(EXPIRY_SKEW_SECONDS, token.lifetime / 5)
 
     def _cache_key(self, kind: str) -> str:
         cfg = self.config

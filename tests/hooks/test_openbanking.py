@@ -250,7 +250,7 @@ def test_revoked_consent_is_non_retryable(openbanking_conn, sandbox):
 
 
 def test_missing_scope_is_602(make_conn, sandbox):
-    hook = OpenBankingHook(make_conn(scopes=["ACCOUNT_BASIC"]))
+    hook = OpenBankingHook(make_conn(consent_scopes=["ACCOUNT_BASIC"]))
     assert list(hook.iter_accounts())
     with pytest.raises(ConsentRequiredError):
         list(hook.iter_transactions(_first_account_ids(sandbox)[0]))
