@@ -683,8 +683,14 @@ class TxnSeries:
     def _h1(self, i: int) -> int:
         return mix64((self.key + i * GAMMA) & M64)
 
+    def _posted(self, i: int, h1: int) -> int:
+        jitter = (h1 & 0xFFFF) / 65536.0 * self.step
+        if i == self.forced_pending:  # post within 12 h after the span: pending at the default clock
+            jitter = min(jitter, DAY / 2)
+        return self.start + int(i * self.step + jitter)
+
     def posted_at(self, i: int) -> int:
-        return self.start + int((i + (self._h1(i) & 0xFFFF) / 65536.0) * self.step)
+        return self._posted(i, self._h1(i))
 
     def _delay_days(self, i: int, h1: int) -> int:
         if i == self.forced_pending:
@@ -720,8 +726,7 @@ class TxnSeries:
             hi = self.count_posted_le(now + (MAX_DELAY_DAYS + 1) * DAY)
             for i in range(lo, hi):
                 h1 = self._h1(i)
-                posted = self.start + int((i + (h1 & 0xFFFF) / 65536.0) * self.step)
-                if self._transacted_at(posted, self._delay_days(i, h1), h1) <= now:
+                if self._transacted_at(self._posted(i, h1), self._delay_days(i, h1), h1) <= now:
                     out.append(i)
         self._pending_cache[now] = out
         if len(self._pending_cache) > 16:
@@ -730,8 +735,7 @@ class TxnSeries:
 
     def transacted_at(self, i: int) -> int:
         h1 = self._h1(i)
-        posted = self.start + int((i + (h1 & 0xFFFF) / 65536.0) * self.step)
-        return self._transacted_at(posted, self._delay_days(i, h1), h1)
+        return self._transacted_at(self._posted(i, h1), self._delay_days(i, h1), h1)
 
     # -- windows ------------------------------------------------------------------------------
 
@@ -755,7 +759,7 @@ class TxnSeries:
         acct = self.account
         h1 = self._h1(i)
         h2 = mix64(h1 ^ 0x5DEECE66D)
-        posted = self.start + int((i + (h1 & 0xFFFF) / 65536.0) * self.step)
+        posted = self._posted(i, h1)
         delay = self._delay_days(i, h1)
         transacted = self._transacted_at(posted, delay, h1)
         if i == self.forced_pending:
