@@ -73,6 +73,29 @@ TRANSACTIONS_TABLE_ASSET = Asset(
 )
 
 
+def consent_sensor(conn_id: Any, **overrides: Any) -> Any:
+    """The consent gate every example DAG starts a consent's work with.
+
+    ``OpenBankingTokenSensor`` in ``reschedule`` mode (it holds no worker slot while it waits;
+    deferrable instead when ``[operators] default_deferrable`` is on), checking every 5 minutes
+    for up to an hour whether the consent yields an access token. Not retried: its timeout is the
+    retry. ``conn_id`` may be a mapped argument.
+    """
+    from airflow_provider_openbanking.sensors.openbanking import OpenBankingTokenSensor
+
+    kwargs: dict[str, Any] = {
+        "task_id": "wait_for_consent",
+        "min_ttl": 60,
+        "mode": "reschedule",
+        "poke_interval": 300,
+        "timeout": 3600,
+        "pool": POOL,
+        "retries": 0,
+        **overrides,
+    }
+    return OpenBankingTokenSensor(openbanking_conn_id=conn_id, **kwargs)
+
+
 def parse_conn_ids(value: Any) -> list[str]:
     """A list of connection ids from a list, a JSON list or a comma-separated string."""
     if value is None or value == "":
@@ -205,6 +228,7 @@ __all__ = [
     "TRANSACTIONS_FILES_ASSET",
     "TRANSACTIONS_TABLE_ASSET",
     "WAREHOUSE_CONN_ID",
+    "consent_sensor",
     "landed_asset",
     "landing_base_url",
     "load_transactions",
