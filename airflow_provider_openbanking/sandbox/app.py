@@ -39,6 +39,7 @@ from .state import (
     OAuthError,
     PendingAuthorization,
     Sandbox,
+    new_counters,
     normalize_scopes,
 )
 
@@ -940,8 +941,6 @@ def create_app(sandbox: Sandbox) -> FastAPI:
 
     @app.delete("/_admin/counters")
     async def clear_counters() -> Response:
-        from .state import new_counters
-
         sb.counters = new_counters()
         return json_response(sb.counters)
 
