@@ -211,9 +211,9 @@ def summary_sql(source: str = TRANSACTIONS_TABLE, target: str = SUMMARY_TABLE) -
 SELECT conn_id, account_id, window_date,
        COUNT(*),
        SUM(CASE WHEN status = 'PENDING' THEN 1 ELSE 0 END),
-       SUM(CASE WHEN signed_amount > 0 THEN signed_amount ELSE 0 END),
-       SUM(CASE WHEN signed_amount < 0 THEN -signed_amount ELSE 0 END),
-       SUM(COALESCE(signed_amount, 0))
+       ROUND(SUM(CASE WHEN signed_amount > 0 THEN signed_amount ELSE 0 END), 2),
+       ROUND(SUM(CASE WHEN signed_amount < 0 THEN -signed_amount ELSE 0 END), 2),
+       ROUND(SUM(COALESCE(signed_amount, 0)), 2)
 FROM {source}
 GROUP BY conn_id, account_id, window_date""",
     )
