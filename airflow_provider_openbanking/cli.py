@@ -30,7 +30,7 @@ import threading
 import uuid
 import webbrowser
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, TextIO
@@ -229,6 +229,8 @@ def read_pasted_url(console: _Console) -> str:
             break
     if "://" not in text and "=" in text:
         text = "?" + text.lstrip("?")
+    if not {"code", "error", "state"} & set(parse_qs(urlsplit(text).query)):
+        raise CliError("that is not the redirect URL: it carries no code, error or state parameter")
     return text
 
 
@@ -280,15 +282,24 @@ def _parse_scopes_arg(value: str | None) -> tuple[str, ...] | None:
 
 @contextmanager
 def _quiet_logs(verbose: bool) -> Iterator[None]:
-    """Keep the provider's INFO logs (token rotation notes, retries) out of the user's way."""
-    logger = logging.getLogger("airflow_provider_openbanking")
-    before = logger.level
+    """Keep INFO logs (token notes) and Airflow's masking chatter out of the user's way.
+
+    Retries and other warnings of the provider still show. Levels are restored afterwards.
+    """
+    levels = {
+        "airflow_provider_openbanking": logging.WARNING,
+        # "Skipping masking for a secret as it's too short": about extras such as provider_id
+        "airflow.sdk._shared.secrets_masker.secrets_masker": logging.ERROR,
+    }
+    before = {name: logging.getLogger(name).level for name in levels}
     if not verbose:
-        logger.setLevel(logging.WARNING)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
     try:
         yield
     finally:
-        logger.setLevel(before)
+        for name, level in before.items():
+            logging.getLogger(name).setLevel(level)
 
 
 # -- subcommands -----------------------------------------------------------------------------------
@@ -628,7 +639,8 @@ def main(
     console = _Console(out=stdout or sys.stdout, err=stderr or sys.stderr, inp=stdin or sys.stdin)
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        with redirect_stdout(console.out), redirect_stderr(console.err):
+            args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     func: Callable[[argparse.Namespace, _Console], int] = args.func

@@ -178,6 +178,8 @@ def consent_status(
     except ConnectionConfigError as exc:
         return status("error", str(exc))
     except Exception as exc:  # connection not found, token store unreachable, ...
+        if type(exc).__name__ == "AirflowNotFoundException":
+            return status("error", f"Connection {conn_id!r} is not defined")
         return status("error", f"{type(exc).__name__}: {exc}")
 
     conn_fp = fingerprint(cfg.refresh_token)
