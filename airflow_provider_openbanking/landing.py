@@ -191,11 +191,15 @@ class AtomicWriter:
         self._buffer = bytearray()
 
     def __enter__(self) -> AtomicWriter:
+        return self
+
+    def _open(self) -> None:
+        """Create the temporary object (on the first write: a fetch that fails before any record
+        arrives leaves no trace, not even a directory)."""
         parent = self.path.parent.path
         self._fs.makedirs(parent, exist_ok=True)
         self._remove_stale_partials(parent)
         self._fh = self._fs.open(self._tmp_path, "wb")
-        return self
 
     def _remove_stale_partials(self, parent: str) -> None:
         """Delete what a killed earlier attempt left for the same final file."""
@@ -217,6 +221,8 @@ class AtomicWriter:
         self._buffer += data
         self.bytes_written += len(data)
         if len(self._buffer) >= _FLUSH_BYTES:
+            if self._fh is None:
+                self._open()
             self._fh.write(bytes(self._buffer))
             self._buffer.clear()
 
@@ -226,22 +232,34 @@ class AtomicWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        try:
-            if exc_type is None and self._buffer:
-                self._fh.write(bytes(self._buffer))
+        if exc_type is not None:
             self._buffer.clear()
+            if self._fh is not None:
+                self._close_quietly()
+                self._discard()
+            return
+        try:
+            if self._fh is None:
+                self._open()  # an empty result still lands (an empty file replaces an older one)
+            if self._buffer:
+                self._fh.write(bytes(self._buffer))
+                self._buffer.clear()
             self._fh.close()
         except BaseException:
+            self._close_quietly()
             self._discard()
             raise
-        if exc_type is not None:
-            self._discard()
-            return
         try:
             self._fs.mv(self._tmp_path, self.path.path)
         except BaseException:
             self._discard()
             raise
+
+    def _close_quietly(self) -> None:
+        try:
+            self._fh.close()
+        except Exception:
+            log.debug("Could not close %s", self._tmp_path, exc_info=True)
 
     def _discard(self) -> None:
         try:
