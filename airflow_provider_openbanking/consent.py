@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_provider_openbanking.exceptions import (
@@ -117,36 +118,50 @@ def _first(items: Iterable[Any]) -> Any:
             close()
 
 
-#: How to exercise one scope (``None`` account id: the consent has no account to try it on).
-_SCOPE_PROBES: dict[str, Callable[[OpenBankingHook, str | None], Any]] = {
-    "ACCOUNT_BASIC": lambda h, _a: _first(h.iter_accounts("lightweight")),
-    "ACCOUNT_DETAILED": lambda h, _a: _first(h.iter_accounts("details")),
-    "CUSTOMER_PERSONAL": lambda h, _a: h.get_customer(),
-    "TRANSACTIONS": lambda h, a: a and _first(h.iter_transactions(a)),
-    "STATEMENTS": lambda h, a: a and _first(h.iter_statements(a)),
-    "ACCOUNT_PAYMENTS": lambda h, a: a and _first(h.iter_payment_networks(a)),
-    "CUSTOMER_CONTACT": lambda h, a: a and h.get_account_contact(a),
+#: One cheap call per scope (the account-scoped ones take an account id of the consent).
+_ACCOUNT_FREE_PROBES: dict[str, Callable[[OpenBankingHook], Any]] = {
+    "ACCOUNT_BASIC": lambda h: _first(h.iter_accounts("lightweight")),
+    "ACCOUNT_DETAILED": lambda h: _first(h.iter_accounts("details")),
+    "CUSTOMER_PERSONAL": lambda h: h.get_customer(),
+}
+_ACCOUNT_PROBES: dict[str, Callable[[OpenBankingHook, str], Any]] = {
+    "TRANSACTIONS": lambda h, a: _first(h.iter_transactions(a)),
+    "STATEMENTS": lambda h, a: _first(h.iter_statements(a)),
+    "ACCOUNT_PAYMENTS": lambda h, a: _first(h.iter_payment_networks(a)),
+    "CUSTOMER_CONTACT": lambda h, a: h.get_account_contact(a),
 }
 
 
-def _probe_scopes(hook: OpenBankingHook, wanted: Iterable[str], account_id: str | None) -> list[str]:
-    """Call one endpoint per scope; a 602 means the scope was not granted. Returns the missing ones.
+def _probe(hook: OpenBankingHook, scope: str, account_id: str | None) -> bool | None:
+    """True: a call needing ``scope`` worked; False: it got 602; None: nothing to try it on."""
+    call: Callable[[], Any]
+    if scope in _ACCOUNT_FREE_PROBES:
+        call = partial(_ACCOUNT_FREE_PROBES[scope], hook)
+    elif scope in _ACCOUNT_PROBES and account_id is not None:
+        call = partial(_ACCOUNT_PROBES[scope], hook, account_id)
+    else:
+        return None
+    try:
+        call()
+    except ConsentRequiredError:
+        return False
+    except (NoDataError, AccountUnavailableError):
+        pass  # the scope was accepted; there is just nothing there
+    return True
+
+
+def _probe_scopes(
+    hook: OpenBankingHook, wanted: Iterable[str], account_id: str | None
+) -> tuple[list[str], list[str]]:
+    """Call one endpoint per scope: ``(missing, confirmed)``.
 
     Only used when the server does not say which scopes it granted. Scopes without an endpoint of
-    their own (``INVESTMENTS``) or without an account to try them on count as present.
+    their own (``INVESTMENTS``), or needing an account when there is none, are in neither list.
     """
-    missing = []
-    for scope in wanted:
-        probe = _SCOPE_PROBES.get(scope)
-        if probe is None:
-            continue
-        try:
-            probe(hook, account_id)
-        except ConsentRequiredError:
-            missing.append(scope)
-        except (NoDataError, AccountUnavailableError):
-            pass
-    return missing
+    results = {scope: _probe(hook, scope, account_id) for scope in wanted}
+    missing = [scope for scope, ok in results.items() if ok is False]
+    confirmed = [scope for scope, ok in results.items() if ok is True]
+    return missing, confirmed
 
 
 def consent_status(
@@ -229,6 +244,23 @@ def consent_status(
         try:
             first = _first(hook.iter_accounts("lightweight"))
         except ConsentRequiredError as exc:
+            if check_scopes and granted is None:
+                # revoked, or only ACCOUNT_BASIC missing? Any other scope that works tells.
+                try:
+                    others_missing, confirmed = _probe_scopes(
+                        hook, [s for s in wanted if s != "ACCOUNT_BASIC"], None
+                    )
+                except (OpenBankingError, OSError) as probe_exc:
+                    return status("error", str(probe_exc), **common)
+                if confirmed:
+                    missing = ["ACCOUNT_BASIC", *others_missing]
+                    return status(
+                        "scope_missing",
+                        f"The consent lacks scope(s) {' '.join(missing)} that the connection needs: "
+                        f"{authorize_hint} and grant them",
+                        missing_scopes=tuple(missing),
+                        **common,
+                    )
             reason = "revoked, or ACCOUNT_BASIC not granted" if granted is None else "revoked"
             return status(
                 "revoked",
@@ -249,7 +281,7 @@ def consent_status(
             missing = [s for s in wanted if s not in granted]
         else:
             try:
-                missing = _probe_scopes(hook, [s for s in wanted if s != "ACCOUNT_BASIC"], account_id)
+                missing, _ = _probe_scopes(hook, [s for s in wanted if s != "ACCOUNT_BASIC"], account_id)
             except (OpenBankingError, OSError) as exc:
                 return status("error", str(exc), **common)
         if missing:
