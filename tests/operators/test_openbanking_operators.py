@@ -65,7 +65,7 @@ def dest(tmp_path: Path) -> Path:
     return tmp_path / "landing"
 
 
-def test_every_operator_lands_what_the_bank_has(openbanking_conn, sandbox, dest, capsys):
+def test_every_operator_lands_what_the_bank_has(openbanking_conn, sandbox, dest, capfd):
     truth = {a["accountId"]: a for a in sandbox.truth_accounts(CUSTOMER)}
     account_ids = list(truth)
     deposit_ids = [a for a, v in truth.items() if v["accountCategory"] == "DEPOSIT_ACCOUNT"]
@@ -100,7 +100,7 @@ def test_every_operator_lands_what_the_bank_has(openbanking_conn, sandbox, dest,
     result = run_dag(dag, LOGICAL)
     assert set(result.states.values()) == {"success"}, result.states
     x = result.xcoms
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
 
     # -- XCom: small metadata only --------------------------------------------------------------
     for task_id, meta in x.items():
@@ -238,7 +238,7 @@ def test_rerun_replaces_files_never_duplicates(openbanking_conn, sandbox, dest):
         )
 
 
-def test_failed_and_unavailable_accounts(openbanking_conn, sandbox, dest, capsys):
+def test_failed_and_unavailable_accounts(openbanking_conn, sandbox, dest, capfd):
     """705 is skipped and reported; another error fails the task at the end, after the other
     accounts landed."""
     account_ids = [a["accountId"] for a in sandbox.truth_accounts(CUSTOMER)]
@@ -265,7 +265,7 @@ def test_failed_and_unavailable_accounts(openbanking_conn, sandbox, dest, capsys
         OpenBankingTransactionsOperator(task_id="transactions", destination=str(dest), retries=0)
 
     result = run_dag(dag, LOGICAL)
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
     assert result.states == {"transactions": "failed"}
     assert "transactions" not in result.xcoms
     landed = {p.name for p in dest.rglob("*.jsonl")}
@@ -275,7 +275,7 @@ def test_failed_and_unavailable_accounts(openbanking_conn, sandbox, dest, capsys
     assert not [p for p in dest.rglob("*") if ".partial" in p.name]
 
 
-def test_revoked_consent_fails_at_once_and_keeps_what_landed(openbanking_conn, sandbox, dest, capsys):
+def test_revoked_consent_fails_at_once_and_keeps_what_landed(openbanking_conn, sandbox, dest, capfd):
     account_ids = [a["accountId"] for a in sandbox.truth_accounts(CUSTOMER)]
     # The consent is revoked while the task runs: from the third account on, the bank answers 602.
     sandbox.inject(
@@ -291,7 +291,7 @@ def test_revoked_consent_fails_at_once_and_keeps_what_landed(openbanking_conn, s
             retry_delay=dt.timedelta(seconds=0),
         )
     result = run_dag(dag, LOGICAL)
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
     assert result.states == {"transactions": "failed"}  # no retry: AirflowFailException
     assert result.tries["transactions"] == 1
     assert {p.name for p in dest.rglob("*.jsonl")} == {f"account_id={a}.jsonl" for a in account_ids[:2]}
@@ -305,7 +305,7 @@ def test_revoked_consent_fails_at_once_and_keeps_what_landed(openbanking_conn, s
         OpenBankingCustomerOperator(task_id="customer", destination=str(dest / "again"), retries=2)
     result = run_dag(dag2, LOGICAL)
     assert result.states == {"customer": "failed"} and result.tries["customer"] == 1
-    assert "must re-authorize" in capsys.readouterr().out
+    assert "must re-authorize" in capfd.readouterr().out
     assert not (dest / "again").exists()
 
 
