@@ -1,0 +1,159 @@
+"""``python -m benchmarks [--quick] [--only throughput,latency,...] [--output PATH]``.
+
+Runs the benchmarks one after the other, prints each figure as it comes, and writes the results
+table, the machine it ran on and the details of every benchmark to ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.common import BENCH_DIR, RUNS_DIR, Figure, Section, Sizes, say
+
+MODULES = ("throughput", "latency", "memory", "tokens", "parse", "hotpath")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def _load() -> str:
+    try:
+        return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def machine(load_before: str) -> str:
+    import psutil
+
+    ram = psutil.virtual_memory().total / 2**30
+    rows = [
+        ("CPU", f"{_cpu_model()}, {psutil.cpu_count(logical=True)} logical cores"),
+        ("RAM", f"{ram:.1f} GiB"),
+        ("OS", f"{platform.system()} {platform.release()}"),
+        ("Python", platform.python_version()),
+        ("Apache Airflow", _version("apache-airflow")),
+        ("Task SDK", _version("apache-airflow-task-sdk")),
+        ("apache-airflow-providers-http", _version("apache-airflow-providers-http")),
+        (
+            "requests / msgspec / uvicorn",
+            f"{_version('requests')} / {_version('msgspec')} / {_version('uvicorn')}",
+        ),
+        ("load average (1, 5, 15 min) before / after", f"{load_before} / {_load()}"),
+    ]
+    return "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
+
+
+def table(figures: list[Figure]) -> str:
+    lines = ["| benchmark | figure | target | result | baseline (same run) |", "|---|---|---|---|---|"]
+    for f in figures:
+        lines.append(f"| {f.name} | {f.value} | {f.target} | {f.verdict} | {f.baseline} |")
+    return "\n".join(lines)
+
+
+def sizes_text(sizes: Sizes, quick: bool) -> str:
+    memory = ", ".join(f"{n:,}" for n in sizes.memory_sizes)
+    return "\n".join(
+        [
+            f"Sizes ({'--quick' if quick else 'default'}; chosen so that `make bench` takes a few minutes on 2 cores):",
+            "",
+            f"* throughput: 1 account, {sizes.throughput_transactions:,} transactions, pages of "
+            f"{sizes.page_size}, {sizes.runs} runs of each loop;",
+            f"* latency hiding: {sizes.latency_accounts} accounts x {sizes.latency_transactions:,} transactions "
+            f"(pages of {sizes.page_size}), {sizes.latency_ms:.0f} ms added per request, {sizes.latency_runs} runs;",
+            f"* memory: {memory} transactions in one account, one process per run, {sizes.memory_runs} runs;",
+            f"* token economy: a DAG run of {2 + sizes.token_transaction_accounts} task processes, "
+            f"{sizes.token_transactions:,} transactions per account in pages of {sizes.token_page_size} at "
+            f"{sizes.token_latency_ms:.0f} ms a request, {sizes.token_runs} DAG runs per token lifetime;",
+            f"* parse cost: {sizes.parse_runs} parses of each file;",
+            f"* profile: {sizes.profile_transactions:,} transactions.",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, for debugging the harness")
+    parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(MODULES)}")
+    parser.add_argument("--output", default=str(BENCH_DIR / "RESULTS.md"), help="where to write the results")
+    args = parser.parse_args(argv)
+    only = [m.strip() for m in args.only.split(",") if m.strip()] or list(MODULES)
+    unknown = sorted(set(only) - set(MODULES))
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; known: {', '.join(MODULES)}")
+    sizes = Sizes.quick() if args.quick else Sizes()
+
+    RUNS_DIR.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(RUNS_DIR / "landing", ignore_errors=True)
+    shutil.rmtree(RUNS_DIR / "logs", ignore_errors=True)
+    load_before = _load()
+    started = time.monotonic()
+    say(f"load average {load_before}; running {', '.join(only)}{' (quick)' if args.quick else ''}")
+    sections: list[Section] = []
+    for name in MODULES:
+        if name not in only:
+            continue
+        t0 = time.monotonic()
+        module = importlib.import_module(f"benchmarks.{name}")
+        section: Section = module.run(sizes)
+        sections.append(section)
+        for f in section.figures:
+            say(f"{f.name}: {f.value} (target {f.target}: {f.verdict})")
+        say(f"{name} took {time.monotonic() - t0:.0f} s")
+    elapsed = time.monotonic() - started
+    figures = [f for s in sections for f in s.figures]
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        "# Benchmark results",
+        "",
+        f"Written by `make bench` (`python -m benchmarks{' --quick' if args.quick else ''}`) on {now}, "
+        f"in {elapsed / 60:.1f} min. Benchmarks print figures and assert nothing; each figure is a ratio "
+        "to a baseline measured in the same run (medians of several runs), against the local sandbox "
+        "on 127.0.0.1. See `benchmarks/__init__.py` and each module's docstring for the method.",
+        "",
+        table(figures),
+        "",
+        "## Machine",
+        "",
+        machine(load_before),
+        "",
+        sizes_text(sizes, args.quick),
+    ]
+    for s in sections:
+        parts += ["", f"## {s.title}", "", s.details.rstrip()]
+    text = "\n".join(parts) + "\n"
+    out = Path(args.output)
+    out.write_text(text)
+    print()
+    print(table(figures))
+    print()
+    say(f"wrote {out} in {elapsed:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
