@@ -163,6 +163,7 @@ class _OpenBankingBaseOperator(BaseOperator):
         self.end_time = end_time
         self.include_full_account_number = include_full_account_number
         self._landed_paths: list[str] = []
+        self._landed_files: list[str] = []
 
     # -- the data interval -----------------------------------------------------------------------
 
@@ -198,7 +199,7 @@ class _OpenBankingBaseOperator(BaseOperator):
         destination = to_storage_path(self.destination)
         layout = Layout(destination, self.dataset, self.openbanking_conn_id, start, end)
         outcome = _Outcome()
-        self._landed_paths = outcome.paths
+        self._landed_paths, self._landed_files = outcome.paths, outcome.files
         summary: dict[str, Any] = {
             "dataset": self.dataset,
             "conn_id": self.openbanking_conn_id,
@@ -343,14 +344,17 @@ class _OpenBankingBaseOperator(BaseOperator):
     # -- OpenLineage -----------------------------------------------------------------------------
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """Report every landed file as an output dataset (None without the OpenLineage provider)."""
+        """Report every landed file (JSON Lines and statement files) as an output dataset.
+
+        Returns None when the OpenLineage provider is not installed.
+        """
         try:
             from airflow.providers.common.compat.openlineage.facet import Dataset
             from airflow.providers.openlineage.extractors import OperatorLineage
         except ImportError:
             return None
         outputs = []
-        for path in sorted(self._landed_paths):
+        for path in sorted([*self._landed_paths, *self._landed_files]):
             namespace, name = lineage_dataset(path)
             outputs.append(Dataset(namespace=namespace, name=name))
         return OperatorLineage(outputs=outputs)

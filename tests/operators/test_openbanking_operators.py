@@ -387,6 +387,7 @@ def test_template_fields_and_ui():
 def test_openlineage_outputs_are_the_landed_files(monkeypatch):
     op = OpenBankingTransactionsOperator(task_id="t")
     op._landed_paths = ["file:///data/ob/transactions/a.jsonl", "s3://bucket/ob/transactions/b.jsonl"]
+    op._landed_files = ["s3://bucket/ob/statement_files/c.pdf"]
     # The OpenLineage provider is not installed here: the method says "nothing" instead of failing.
     assert "airflow.providers.openlineage" not in sys.modules or os.environ.get("OL_PRESENT")
     assert op.get_openlineage_facets_on_complete(None) is None
@@ -408,5 +409,35 @@ def test_openlineage_outputs_are_the_landed_files(monkeypatch):
     lineage = op.get_openlineage_facets_on_complete(None)
     assert [(d.namespace, d.name) for d in lineage.outputs] == [
         ("file", "/data/ob/transactions/a.jsonl"),
+        ("s3://bucket", "ob/statement_files/c.pdf"),
         ("s3://bucket", "ob/transactions/b.jsonl"),
     ]
+
+
+def test_memory_stays_flat_however_many_transactions(make_conn, sandbox, dest):
+    """The hook pages lazily and the operator writes as it reads: 8x the records, same peak."""
+    import tracemalloc
+
+    conn_id = make_conn("ob_memory", page_size=500)
+    account_id = sandbox.truth_accounts(CUSTOMER)[0]["accountId"]
+    sandbox.configure(page_size=500)
+    peaks = {}
+    for n in (5_000, 40_000):
+        sandbox.configure(account_transactions={account_id: n})
+        op = OpenBankingTransactionsOperator(
+            task_id="t",
+            openbanking_conn_id=conn_id,
+            account_ids=[account_id],
+            destination=str(dest / str(n)),
+            start_time="2026-08-01",
+            end_time="2026-11-21",
+            lookback=0,
+        )
+        tracemalloc.start()
+        try:
+            meta = op.execute({})
+            peaks[n] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert meta["records"] >= n and meta["pages"] >= n // 500
+    assert peaks[40_000] < peaks[5_000] * 1.5 + 1_000_000, peaks
