@@ -125,6 +125,8 @@ class CallbackListener:
         self.path = parts.path or "/"
         self._received: str | None = None
         self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._claimed = False
         listener = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -132,7 +134,10 @@ class CallbackListener:
 
             def do_GET(self) -> None:
                 target = urlsplit(self.path)
-                if (target.path or "/") != listener.path or listener._event.is_set():
+                with listener._lock:  # one callback only, even if two requests race
+                    first = (target.path or "/") == listener.path and not listener._claimed
+                    listener._claimed = listener._claimed or first
+                if not first:
                     self.send_error(404)
                     return
                 if "error" in parse_qs(target.query):

@@ -608,3 +608,25 @@ def test_next_dag_run_uses_the_new_consent(fresh_conn, sandbox, tmp_path):
     files = list(tmp_path.rglob("*.jsonl"))
     assert len(files) == 1 and len(files[0].read_text().splitlines()) == 6
     assert sandbox.counters()["token_grants"]["refresh_token"] > grants_before
+
+
+def test_listener_takes_one_callback_on_its_path_only():
+    with cli.CallbackListener("http://127.0.0.1:0/cb") as listener:
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/cb", listener.redirect_uri)
+        http = requests.Session()
+        http.trust_env = False
+        base = listener.redirect_uri.rsplit("/", 1)[0]
+        assert http.get(f"{base}/favicon.ico", timeout=5).status_code == 404
+        assert listener.wait(0.05) is None
+        assert http.get(f"{listener.redirect_uri}?code=abc&state=s1", timeout=5).status_code == 200
+        assert http.get(f"{listener.redirect_uri}?code=def&state=s2", timeout=5).status_code == 404
+        assert listener.wait(1) == f"{listener.redirect_uri}?code=abc&state=s1"
+
+
+def test_loopback_detection():
+    assert cli.is_loopback_redirect("http://127.0.0.1:8976/callback")
+    assert cli.is_loopback_redirect("http://localhost/cb")
+    assert cli.is_loopback_redirect("http://[::1]:9000/cb")
+    assert not cli.is_loopback_redirect("https://127.0.0.1:8976/callback")  # no TLS listener
+    assert not cli.is_loopback_redirect("http://app.example.com/cb")
+    assert not cli.is_loopback_redirect("http://127.0.0.1:notaport/cb")
