@@ -37,6 +37,8 @@ class Sizes:
     runs: int = 5  # repetitions of each timed measurement (median taken)
     page_size: int = 500
     throughput_transactions: int = 100_000
+    throughput_latency_ms: float = 20  # the with-latency context figure
+    throughput_latency_runs: int = 3
     latency_accounts: int = 16
     latency_ms: float = 100
     latency_transactions: int = 2_000  # per account: 5 pages of 500

@@ -41,6 +41,8 @@ from benchmarks.common import (
 )
 
 TARGET = 1.10
+#: The window of the with-latency comparison: ~20% of the 90-day span.
+THROUGHPUT_LATENCY_WINDOW = ("2026-11-03", "2026-11-20", "2026-11-21")
 
 
 def child(p: dict[str, Any]) -> dict[str, Any]:
@@ -53,13 +55,14 @@ def child(p: dict[str, Any]) -> dict[str, Any]:
     from airflow_provider_openbanking.operators.openbanking import OpenBankingTransactionsOperator
 
     url, account, token, page_size = p["url"], p["account"], p["token"], p["page_size"]
+    start, last_day, end_exclusive = p.get("window", (SPAN_START, SPAN_LAST_DAY, SPAN_END_EXCLUSIVE))
     server = psutil.Process(p["server_pid"])
     next_offset = re.compile(rb'"nextOffset"\s*:\s*"([^"]*)"')
     endpoint = f"{url}{FDX}/accounts/{account}/transactions"
     session = requests.Session()
 
     def bare() -> tuple[int, int]:
-        params: dict[str, Any] = {"startTime": SPAN_START, "endTime": SPAN_LAST_DAY, "limit": page_size}
+        params: dict[str, Any] = {"startTime": start, "endTime": last_day, "limit": page_size}
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         pages = size = 0
         for _ in range(100_000):  # bounded: 100k pages
@@ -80,7 +83,7 @@ def child(p: dict[str, Any]) -> dict[str, Any]:
         from airflow_provider_openbanking.pagination import PageStats
 
         stats = PageStats()
-        for _record in hook.iter_transactions(account, SPAN_START, SPAN_LAST_DAY, stats=stats):
+        for _record in hook.iter_transactions(account, start, last_day, stats=stats):
             pass
         return stats.pages, stats.records
 
@@ -90,8 +93,8 @@ def child(p: dict[str, Any]) -> dict[str, Any]:
             openbanking_conn_id=CONN_ID,
             destination=str(RUNS_DIR / "landing" / "throughput"),
             account_ids=[account],
-            start_time=SPAN_START,
-            end_time=SPAN_END_EXCLUSIVE,
+            start_time=start,
+            end_time=end_exclusive,
             lookback=0,
             max_workers=1,
         )
@@ -99,6 +102,7 @@ def child(p: dict[str, Any]) -> dict[str, Any]:
         return int(out["pages"]), int(out["records"])
 
     loops = {"bare": bare, "hook": hook_only, "operator": operator}
+    loops = {name: fn for name, fn in loops.items() if name in p.get("loops", loops)}
     results: dict[str, list[dict[str, float]]] = {name: [] for name in loops}
     for fn in loops.values():  # warm-up: imports, token, sandbox page cache
         fn()
@@ -131,18 +135,24 @@ def run(sizes: Sizes) -> Section:
     ) as sb:
         account = sb.truth_accounts()[0]["accountId"]
         refresh = sb.grant_consent()
-        token = access_token(sb.url, refresh)
-        env = conn_env(CONN_ID, openbanking_conn(sb.url, refresh, page_size=sizes.page_size))
-        res = run_child(
+        params = {
+            "env": conn_env(CONN_ID, openbanking_conn(sb.url, refresh, page_size=sizes.page_size)),
+            "url": sb.url,
+            "account": account,
+            "token": access_token(sb.url, refresh),
+            "page_size": sizes.page_size,
+            "server_pid": sb.pid,
+        }
+        res = run_child("benchmarks.throughput:child", {**params, "runs": sizes.runs}, log_name="throughput")
+        # Context: the same two loops over a shorter window with network-like latency added.
+        sb.configure(latency_ms=sizes.throughput_latency_ms)
+        slow = run_child(
             "benchmarks.throughput:child",
             {
-                "env": env,
-                "url": sb.url,
-                "account": account,
-                "token": token,
-                "page_size": sizes.page_size,
-                "server_pid": sb.pid,
-                "runs": sizes.runs,
+                **params,
+                "runs": sizes.throughput_latency_runs,
+                "window": THROUGHPUT_LATENCY_WINDOW,
+                "loops": ["bare", "operator"],
             },
             log_name="throughput",
         )
@@ -151,15 +161,22 @@ def run(sizes: Sizes) -> Section:
     pages = res["operator"][0]["pages"]
     ratio = med["operator"] / med["bare"]
     hook_ratio = med["hook"] / med["bare"]
-    say(f"throughput: operator {fmt_ratio(ratio)} the bare loop's time (hook alone {fmt_ratio(hook_ratio)})")
+    slow_med = {name: median(r["wall"] for r in rows) for name, rows in slow.items()}
+    slow_ratio = slow_med["operator"] / slow_med["bare"]
+    say(
+        f"throughput: operator {fmt_ratio(ratio)} the bare loop's time (hook alone {fmt_ratio(hook_ratio)}); "
+        f"{fmt_ratio(slow_ratio)} with {sizes.throughput_latency_ms:.0f} ms a request"
+    )
 
     def per_page(rows: list[dict[str, float]], key: str) -> float:
         return median(r[key] / r["pages"] for r in rows) * 1000
 
+    page_kib = res["bare"][0]["count"] / res["bare"][0]["pages"] / 1024  # the bare loop counts bytes
     lines = [
-        f"{records:,} transactions in {pages} pages of {sizes.page_size} "
-        f"(~{res['bare'][0].get('count', 0) / max(1, res['bare'][0]['pages']) / 1024:.0f} KiB a page), "
-        f"median of {sizes.runs} interleaved runs after one warm-up each.",
+        f"{records:,} transactions in {pages} pages of {sizes.page_size} (~{page_kib:.0f} KiB a page), "
+        f"median of {sizes.runs} interleaved runs after one warm-up each. Every timed page is served "
+        "from the sandbox's page cache: the sandbox CPU column (psutil, 10 ms clock ticks) shows it is "
+        "not the bottleneck.",
         "",
         "| loop | median time | tx/s | time vs bare | wall / page | client CPU / page | sandbox CPU / page | runs (s) |",
         "|---|---|---|---|---|---|---|---|",
@@ -175,11 +192,32 @@ def run(sizes: Sizes) -> Section:
             f"| {per_page(rows, 'wall'):.2f} ms | {per_page(rows, 'client_cpu'):.2f} ms "
             f"| {per_page(rows, 'server_cpu'):.2f} ms | {spread(r['wall'] for r in rows)} |"
         )
-    figure = Figure(
-        name="1. Throughput: operator path time / bare loop time",
-        value=f"{fmt_ratio(ratio)} ({records / med['operator']:,.0f} vs {records / med['bare']:,.0f} tx/s)",
-        target=f"≤ {TARGET:.2f}x",
-        met=ratio <= TARGET,
-        baseline="bare requests.Session loop, same pages",
-    )
-    return Section("1. Throughput", [figure], "\n".join(lines))
+    gap = per_page(res["operator"], "wall") - per_page(res["bare"], "wall")
+    slow_pages = slow["operator"][0]["pages"]
+    lines += [
+        "",
+        f"The operator spends {gap:.2f} ms a page more than the bare loop: the per-transaction work "
+        "the bare loop skips by design (decoding, unwrapping, masking, encoding, writing; see *Where "
+        "the time goes*), about as much as one loopback round trip. With "
+        f"{sizes.throughput_latency_ms:.0f} ms added to every request (any real network), the same "
+        f"comparison over {slow_pages} pages ({THROUGHPUT_LATENCY_WINDOW[0]} to "
+        f"{THROUGHPUT_LATENCY_WINDOW[1]}, median of {sizes.throughput_latency_runs}): bare loop "
+        f"{slow_med['bare']:.2f} s, operator {slow_med['operator']:.2f} s, **{fmt_ratio(slow_ratio)}**.",
+    ]
+    figures = [
+        Figure(
+            name="1. Throughput: operator path time / bare loop time (loopback, no latency)",
+            value=f"{fmt_ratio(ratio)} ({records / med['operator']:,.0f} vs {records / med['bare']:,.0f} tx/s)",
+            target=f"≤ {TARGET:.2f}x",
+            met=ratio <= TARGET,
+            baseline="bare requests.Session loop, same pages",
+        ),
+        Figure(
+            name=f"1b. Throughput, {sizes.throughput_latency_ms:.0f} ms added per request (context)",
+            value=f"{fmt_ratio(slow_ratio)}",
+            target="context",
+            met=None,
+            baseline="bare requests.Session loop, same pages, same latency",
+        ),
+    ]
+    return Section("1. Throughput", figures, "\n".join(lines))
