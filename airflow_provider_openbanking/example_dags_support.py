@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow.sdk import Asset
@@ -131,7 +131,17 @@ def resolve_conn_ids(param: Any = None) -> list[str]:
     return ids or list(DEFAULT_CONN_IDS)
 
 
-def transaction_jobs(accounts_results: Iterable[Mapping[str, Any] | None]) -> list[dict[str, Any]]:
+def _as_results(results: Any) -> list[Mapping[str, Any]]:
+    """XCom values of upstream tasks as a list: Airflow hands a single value over as is when only
+    one of several mapped task instances produced one (the others failed)."""
+    if results is None:
+        return []
+    if isinstance(results, Mapping):
+        return [results]
+    return [r for r in results if r]
+
+
+def transaction_jobs(accounts_results: Any) -> list[dict[str, Any]]:
     """One ``OpenBankingTransactionsOperator`` kwargs dict per (consent, account).
 
     ``accounts_results`` are the XCom values of ``OpenBankingAccountsOperator`` tasks (one per
@@ -141,9 +151,7 @@ def transaction_jobs(accounts_results: Iterable[Mapping[str, Any] | None]) -> li
     from airflow_provider_openbanking.landing import read_jsonl
 
     jobs: list[dict[str, Any]] = []
-    for result in accounts_results:
-        if not result:
-            continue
+    for result in _as_results(accounts_results):
         conn_id = str(result["conn_id"])
         account_ids: list[str] = []
         for path in result.get("paths") or []:
@@ -156,7 +164,7 @@ def transaction_jobs(accounts_results: Iterable[Mapping[str, Any] | None]) -> li
 
 
 def load_transactions(
-    results: Iterable[Mapping[str, Any] | None],
+    results: Any,
     sql_conn_id: str = WAREHOUSE_CONN_ID,
     table: str = TRANSACTIONS_TABLE,
 ) -> dict[str, Any]:
@@ -167,9 +175,7 @@ def load_transactions(
     """
     warehouse = TransactionsWarehouse(sql_conn_id, table)
     windows: list[dict[str, Any]] = []
-    for result in results:
-        if not result:
-            continue
+    for result in _as_results(results):
         conn_id = str(result["conn_id"])
         for account_id, landed in sorted((result.get("accounts") or {}).items()):
             path = landed.get("path")

@@ -27,7 +27,7 @@ list, else `["openbanking_default"]`) and `warehouse_conn_id`.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, cast
+from typing import Any
 
 from airflow.sdk import CronDataIntervalTimetable, Param, TriggerRule, dag, task, task_group
 
@@ -114,8 +114,10 @@ def openbanking_accounts_transactions() -> None:
     accounts_results = consent.expand(conn_id=consent_conn_ids())
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
-    def plan_transactions(accounts_results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """One transactions task per (consent, account) of every consent that landed its accounts."""
+    def plan_transactions(accounts_results: Any) -> list[dict[str, Any]]:
+        """One transactions task per (consent, account) of every consent that landed its accounts.
+
+        ``accounts_results``: the accounts tasks' XCom values (only those that succeeded)."""
         return transaction_jobs(accounts_results)
 
     transactions = OpenBankingTransactionsOperator.partial(
@@ -125,7 +127,7 @@ def openbanking_accounts_transactions() -> None:
         pool=POOL,
         outlets=[TRANSACTIONS_FILES_ASSET],
         map_index_template="{{ task.openbanking_conn_id }} {{ task.account_ids | join(',') }}",
-    ).expand_kwargs(plan_transactions(cast("list[dict[str, Any]]", accounts_results)))
+    ).expand_kwargs(plan_transactions(accounts_results))
 
     @task(
         trigger_rule=TriggerRule.ALL_DONE,
@@ -133,11 +135,11 @@ def openbanking_accounts_transactions() -> None:
         # Overlapping windows of concurrent runs are loaded one at a time.
         max_active_tis_per_dag=1,
     )
-    def load(results: list[dict[str, Any]], params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def load(results: Any, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Window-replace each landed account file into the warehouse table."""
         return load_transactions(results, (params or {}).get("warehouse_conn_id") or WAREHOUSE_CONN_ID)
 
-    loaded = load.override(task_id="load_transactions")(cast("list[dict[str, Any]]", transactions.output))
+    loaded = load.override(task_id="load_transactions")(transactions.output)
 
     @task(trigger_rule=TriggerRule.NONE_FAILED)
     def all_consents_ok() -> None:
