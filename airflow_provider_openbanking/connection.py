@@ -41,6 +41,8 @@ class OpenBankingConfig:
     max_elapsed: float
     retry_initial_wait: float
     use_pkce: bool
+    rotation_wait: float
+    """Seconds to wait for another worker's rotated refresh token before declaring it dead."""
 
     def __repr__(self) -> str:
         return f"OpenBankingConfig(conn_id={self.conn_id!r}, base_url={self.base_url!r}, client_id={self.client_id!r})"
@@ -68,7 +70,9 @@ def _as_bool(conn_id: str, field: str, value: Any, default: bool) -> bool:
     raise ConnectionConfigError(conn_id, field, f"must be true or false, got {value!r}")
 
 
-def _as_number(conn_id: str, field: str, value: Any, default: float, *, integer: bool = False) -> float:
+def _as_number(
+    conn_id: str, field: str, value: Any, default: float, *, integer: bool = False, allow_zero: bool = False
+) -> float:
     if value is None:
         return default
     try:
@@ -76,7 +80,7 @@ def _as_number(conn_id: str, field: str, value: Any, default: float, *, integer:
     except (TypeError, ValueError):
         kind = "a whole number" if integer else "a number"
         raise ConnectionConfigError(conn_id, field, f"must be {kind}, got {value!r}") from None
-    if number <= 0:
+    if number < 0 or (number == 0 and not allow_zero):
         raise ConnectionConfigError(conn_id, field, f"must be positive, got {value!r}")
     return number
 
@@ -187,6 +191,9 @@ def parse_connection(conn: Any) -> OpenBankingConfig:
             conn_id, "retry_initial_wait", _extra(extras, "retry_initial_wait"), 1.0
         ),
         use_pkce=_as_bool(conn_id, "use_pkce", _extra(extras, "use_pkce"), False),
+        rotation_wait=_as_number(
+            conn_id, "rotation_wait", _extra(extras, "rotation_wait"), 3.0, allow_zero=True
+        ),
     )
 
 

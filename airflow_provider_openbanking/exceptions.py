@@ -142,6 +142,11 @@ class ConsentRequiredError(ApiError, AirflowFailException):
         "(or store a new refresh token in the connection)"
     )
 
+    @classmethod
+    def hint_for(cls, conn_id: str | None) -> str:
+        """The re-authorization hint, naming the connection when it is known."""
+        return cls.DEFAULT_HINT.replace("<conn_id>", conn_id or "<conn_id>")
+
 
 class AuthorizationCallbackError(OpenBankingError):
     """The /authorize callback carried ``error=…`` or a ``state`` that does not match."""

@@ -139,7 +139,9 @@ class Transport:
         retry: RetryPolicy | None = None,
         redact: Callable[[str], str] = lambda s: s,
         pool_size: int = 16,
+        conn_id: str | None = None,
     ) -> None:
+        self.conn_id = conn_id
         self.base_url = base_url.rstrip("/")
         self.timeout = (min(10.0, timeout), timeout)
         self.verify = verify
@@ -366,6 +368,8 @@ class Transport:
             self.redact(str(message)) if message else None,
             correlation_id=resp.headers.get("ob-correlation-id"),
             trace_id=resp.headers.get("ob-trace-id"),
-            hint=ConsentRequiredError.DEFAULT_HINT if cls is ConsentRequiredError else _HINTS.get(code or ""),
+            hint=ConsentRequiredError.hint_for(self.conn_id)
+            if cls is ConsentRequiredError
+            else _HINTS.get(code or ""),
             retry_after=_parse_retry_after(resp.headers.get("Retry-After")),
         )

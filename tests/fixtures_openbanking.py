@@ -62,6 +62,7 @@ def make_conn(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[MakeCon
             "provider_id": "1000",
             "retry_initial_wait": 0.05,
             "max_elapsed": 30,
+            "rotation_wait": 1.0,
             **extra,
         }
         conn = {

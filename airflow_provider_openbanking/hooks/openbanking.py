@@ -224,6 +224,7 @@ class OpenBankingHook(BaseHook):
             retry=retry,
             redact=self.redact,
             pool_size=self._pool_size,
+            conn_id=cfg.conn_id,
         )
 
     @cached_property
@@ -338,7 +339,7 @@ class OpenBankingHook(BaseHook):
             None,
             None,
             "no refresh token: the connection has no 'refresh_token' and the token store has none",
-            hint=ConsentRequiredError.DEFAULT_HINT.replace("<conn_id>", cfg.conn_id),
+            hint=ConsentRequiredError.hint_for(cfg.conn_id),
         )
 
     def _store_refresh_token(self, token: str, *, refreshed: bool, scopes: str | None = None) -> None:
@@ -359,7 +360,7 @@ class OpenBankingHook(BaseHook):
         """
         tried: set[str] = set()
         token = self.current_refresh_token()
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + self.config.rotation_wait
         while True:
             tried.add(token)
             try:
@@ -381,7 +382,7 @@ class OpenBankingHook(BaseHook):
                     "the refresh token was rejected (revoked, lapsed after 30 idle days, or already rotated)",
                     correlation_id=exc.correlation_id,
                     trace_id=exc.trace_id,
-                    hint=ConsentRequiredError.DEFAULT_HINT.replace("<conn_id>", self.openbanking_conn_id),
+                    hint=ConsentRequiredError.hint_for(self.openbanking_conn_id),
                 ) from None
             new_refresh = data.get("refresh_token")
             self._store_refresh_token(new_refresh or token, refreshed=True, scopes=data.get("scope"))

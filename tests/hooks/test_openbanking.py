@@ -242,7 +242,7 @@ def test_revoked_consent_is_non_retryable(openbanking_conn, sandbox):
     with pytest.raises(ConsentRequiredError) as err:
         list(hook.iter_accounts())
     assert isinstance(err.value, AirflowFailException)
-    assert err.value.code == "602" and "authorize" in str(err.value)
+    assert err.value.code == "602" and "authorize --conn-id openbanking_default" in str(err.value)
     # The refresh token is dead too: refreshing raises the same error.
     clear_token_cache()
     with pytest.raises(ConsentRequiredError, match="refresh token was rejected"):
@@ -411,7 +411,7 @@ def test_eight_processes_refreshing_a_rotating_token(make_conn, sandbox):
     import os
 
     sandbox.configure(rotate_refresh_tokens=True, refresh_grace_seconds=0)
-    conn_id = make_conn("ob_rot")
+    conn_id = make_conn("ob_rot", rotation_wait=5)
     conn_json = os.environ["AIRFLOW_CONN_OB_ROT"]
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
