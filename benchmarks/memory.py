@@ -117,7 +117,6 @@ def run(sizes: Sizes) -> Section:
         per_account = dict(zip(accounts, sizes.memory_sizes, strict=False))
         sb.configure(account_transactions=per_account)
         refresh = sb.grant_consent()
-        token = access_token(sb.url, refresh)
         env = {
             **conn_env(CONN_ID, openbanking_conn(sb.url, refresh, page_size=sizes.page_size)),
             **conn_env(HTTP_CONN_ID, f'{{"conn_type": "http", "host": "{sb.url}"}}'),
@@ -132,7 +131,7 @@ def run(sizes: Sizes) -> Section:
                             "kind": kind,
                             "account": account,
                             "n": n,
-                            "token": token,
+                            "token": access_token(sb.url, refresh),  # fresh: the runs outlast one
                             "page_size": sizes.page_size,
                         },
                         log_name=f"memory-{kind}",

@@ -61,7 +61,7 @@ def child(p: dict[str, Any]) -> dict[str, Any]:
     endpoint = f"{url}{FDX}/accounts/{account}/transactions"
     session = requests.Session()
 
-    def bare() -> tuple[int, int]:
+    def bare() -> tuple[int, int]:  # (pages, bytes)
         params: dict[str, Any] = {"startTime": start, "endTime": last_day, "limit": page_size}
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         pages = size = 0
