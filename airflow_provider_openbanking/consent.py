@@ -9,13 +9,21 @@ Flinks drops a refresh token after 30 days without use, and a refresh grant coun
 check that had to refresh (always the case in a fresh process) restarts that clock, so
 ``last_refresh_at`` and ``days_until_idle_lapse`` describe the consent *after* the check and the
 message says when the token had been used before it.
+
+The health check that the ``openbanking_consent_health`` example DAG runs every day is the same
+function with three switches: ``refresh=True`` (always make a refresh grant: it is what keeps an
+idle Flinks consent alive), ``probe_scopes=True`` (one cheap call per data cluster the connection
+needs, whatever the server claims it granted) and ``warn_within_days`` (a consent that had been
+idle for so long that it was about to lapse is ``ok`` with a warning). :func:`health_record` turns
+the result into the small record the DAG lands, :func:`summarize_health` into the DAG's verdict.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -27,20 +35,28 @@ from airflow_provider_openbanking.exceptions import (
     OpenBankingError,
 )
 from airflow_provider_openbanking.fdx import parse_scopes
-from airflow_provider_openbanking.token_store import TokenRecord, fingerprint
+from airflow_provider_openbanking.token_store import TokenRecord, fingerprint, now_iso
 
 if TYPE_CHECKING:
     from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
 
-ConsentState = Literal["ok", "no_consent", "revoked", "refresh_rejected", "scope_missing", "error"]
+ConsentState = Literal[
+    "ok", "no_consent", "revoked", "refresh_rejected", "lapsed", "scope_missing", "error"
+]
 
 #: Flinks drops a refresh token that has not been used for this many days.
 IDLE_LAPSE_DAYS = 30
+#: Default of ``warn_within_days``: an ``ok`` consent that was this close to its idle lapse
+#: before the check (idle for 23 days or more) carries a warning.
+IDLE_WARN_DAYS = 7.0
 
 #: States after which only the customer (a new ``authorize``) can help.
 NEEDS_AUTHORIZATION: frozenset[str] = frozenset(
-    {"no_consent", "revoked", "refresh_rejected", "scope_missing"}
+    {"no_consent", "revoked", "refresh_rejected", "lapsed", "scope_missing"}
 )
+
+#: The dataset (first path segment under the landing destination) of the health records.
+HEALTH_DATASET = "consent_health"
 
 
 @dataclass(frozen=True)
@@ -50,6 +66,11 @@ class ConsentStatus:
     ``scopes`` are the scopes the server says it granted (``None`` when it does not say);
     ``missing_scopes`` is only filled when scopes were checked. ``last_refresh_at`` is an ISO
     timestamp (UTC) of the last successful refresh grant known to the token store.
+
+    ``idle_days``: how long the refresh token had been unused *before* this check (from the token
+    store; ``None`` when it has no record). With ``probe_scopes``, ``confirmed_scopes`` are the
+    needed scopes a data call answered and ``unchecked_scopes`` those no call could check (and the
+    server did not report). ``warnings`` never make a consent unhealthy.
     """
 
     conn_id: str
@@ -60,10 +81,20 @@ class ConsentStatus:
     days_until_idle_lapse: float | None = None
     message: str = ""
     missing_scopes: tuple[str, ...] = ()
+    idle_days: float | None = None
+    confirmed_scopes: tuple[str, ...] = ()
+    unchecked_scopes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    checked_at: str = field(default_factory=now_iso)
 
     @property
     def ok(self) -> bool:
         return self.state == "ok"
+
+    @property
+    def summary_line(self) -> str:
+        """One line for logs and alerts: ``<conn_id>: <state>: <message>``."""
+        return f"{self.conn_id}: {self.state}: {self.message}"
 
     @property
     def needs_authorization(self) -> bool:
@@ -74,7 +105,8 @@ class ConsentStatus:
         """A JSON-ready dict (tuples become lists)."""
         data = asdict(self)
         data["scopes"] = list(self.scopes) if self.scopes is not None else None
-        data["missing_scopes"] = list(self.missing_scopes)
+        for name in ("missing_scopes", "confirmed_scopes", "unchecked_scopes", "warnings"):
+            data[name] = list(getattr(self, name))
         return data
 
 
@@ -86,6 +118,15 @@ def _parse_time(value: str | None) -> dt.datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+def idle_days(last_used: str | None, now: dt.datetime | None = None) -> float | None:
+    """Days since ``last_used`` (ISO), one decimal; never negative; None when unknown."""
+    used = _parse_time(last_used)
+    if used is None:
+        return None
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return round(max((now - used).total_seconds() / 86400, 0.0), 1)
 
 
 def days_until_idle_lapse(last_used: str | None, now: dt.datetime | None = None) -> float | None:
@@ -124,16 +165,30 @@ _ACCOUNT_FREE_PROBES: dict[str, Callable[[OpenBankingHook], Any]] = {
     "ACCOUNT_DETAILED": lambda h: _first(h.iter_accounts("details")),
     "CUSTOMER_PERSONAL": lambda h: h.get_customer(),
 }
+def _today() -> str:
+    return dt.datetime.now(dt.timezone.utc).date().isoformat()
+
+
+# Transactions and statements of a one-day window: the answer is tiny (usually empty), the
+# scope check the same.
 _ACCOUNT_PROBES: dict[str, Callable[[OpenBankingHook, str], Any]] = {
-    "TRANSACTIONS": lambda h, a: _first(h.iter_transactions(a)),
-    "STATEMENTS": lambda h, a: _first(h.iter_statements(a)),
+    "TRANSACTIONS": lambda h, a: _first(h.iter_transactions(a, _today(), _today())),
+    "STATEMENTS": lambda h, a: _first(h.iter_statements(a, _today(), _today())),
     "ACCOUNT_PAYMENTS": lambda h, a: _first(h.iter_payment_networks(a)),
     "CUSTOMER_CONTACT": lambda h, a: h.get_account_contact(a),
 }
 
 
-def _probe(hook: OpenBankingHook, scope: str, account_id: str | None) -> bool | None:
-    """True: a call needing ``scope`` worked; False: it got 602; None: nothing to try it on."""
+def _probe(
+    hook: OpenBankingHook,
+    scope: str,
+    account_id: str | None,
+    refusals: list[ConsentRequiredError] | None = None,
+) -> bool | None:
+    """True: a call needing ``scope`` worked; False: it got 602; None: nothing to try it on.
+
+    A 602 is appended to ``refusals`` when given (its API message explains the refusal).
+    """
     call: Callable[[], Any]
     if scope in _ACCOUNT_FREE_PROBES:
         call = partial(_ACCOUNT_FREE_PROBES[scope], hook)
@@ -143,7 +198,9 @@ def _probe(hook: OpenBankingHook, scope: str, account_id: str | None) -> bool | 
         return None
     try:
         call()
-    except ConsentRequiredError:
+    except ConsentRequiredError as exc:
+        if refusals is not None:
+            refusals.append(exc)
         return False
     except (NoDataError, AccountUnavailableError):
         pass  # the scope was accepted; there is just nothing there
@@ -164,27 +221,93 @@ def _probe_scopes(
     return missing, confirmed
 
 
+def _first_account_id(hook: OpenBankingHook, result_type: str) -> str | None:
+    first = _first(hook.iter_accounts(result_type))
+    if isinstance(first, dict) and first.get("accountId"):
+        return str(first["accountId"])
+    return None
+
+
+def _probe_every_cluster(
+    hook: OpenBankingHook, wanted: Sequence[str], refusals: list[ConsentRequiredError]
+) -> dict[str, bool | None]:
+    """One cheap call per data cluster in ``wanted``: ``{scope: answered?}`` (None: no call could
+    check it) for every scope called or wanted. The lightweight account list is always called
+    (it is the revocation check and yields the account id that the per-account calls need); the
+    detailed list is called when wanted, or for an account id when the lightweight one was refused.
+    """
+    results: dict[str, bool | None] = {}
+    account_id: str | None = None
+    for scope, result_type in (("ACCOUNT_BASIC", "lightweight"), ("ACCOUNT_DETAILED", "details")):
+        needs_account = account_id is None and any(s in _ACCOUNT_PROBES for s in wanted)
+        if scope != "ACCOUNT_BASIC" and scope not in wanted and not needs_account:
+            continue
+        try:
+            account_id = _first_account_id(hook, result_type) or account_id
+            results[scope] = True
+        except ConsentRequiredError as exc:
+            refusals.append(exc)
+            results[scope] = False
+        except NoDataError:
+            results[scope] = True
+    for scope in wanted:
+        if scope not in results:
+            results[scope] = _probe(hook, scope, account_id, refusals)
+    return results
+
+
+def _idle_warning(
+    idle: float | None, warn_within_days: float | None, refreshed_now: bool
+) -> tuple[str, ...]:
+    if idle is None or warn_within_days is None:
+        return ()
+    left = IDLE_LAPSE_DAYS - idle
+    if left > warn_within_days:
+        return ()
+    text = (
+        f"the refresh token had been unused for {idle:g} days, {max(left, 0):g} day(s) before "
+        f"Flinks drops a consent after {IDLE_LAPSE_DAYS} idle days"
+    )
+    if refreshed_now:
+        text += "; this check's refresh restarted that clock: is the DAG that uses this consent running?"
+    else:
+        text += "; use it soon"
+    return (text,)
+
+
 def consent_status(
     hook: OpenBankingHook,
     check_scopes: bool = False,
     *,
     required_scopes: Iterable[str] | str | None = None,
+    refresh: bool = False,
+    probe_scopes: bool = False,
+    warn_within_days: float | None = IDLE_WARN_DAYS,
 ) -> ConsentStatus:
     """Check the consent behind ``hook``'s connection, the way the next task run would use it.
 
     Steps: read the connection and the token store; get an access token (a refresh grant unless
-    this process holds a valid one); list the first page of lightweight accounts. With
-    ``check_scopes`` it also checks that every scope in ``required_scopes`` (default: the
-    connection's ``scopes``) was granted: from the scopes the server reports, or else by calling
-    one endpoint per scope.
+    this process holds a valid one -- always one with ``refresh``, which is what keeps an idle
+    consent alive); list the first page of lightweight accounts. With ``check_scopes`` it also
+    checks that every scope in ``required_scopes`` (default: the connection's ``scopes``) was
+    granted: from the scopes the server reports, or else by calling one endpoint per scope.
+    ``probe_scopes`` (implies ``check_scopes``) always calls one cheap endpoint per data cluster:
+    what answers wins over what the server reports; clusters without an endpoint of their own
+    (``INVESTMENTS``) fall back on the reported scopes.
+
+    An ``ok`` consent whose refresh token had been unused for ``IDLE_LAPSE_DAYS -
+    warn_within_days`` days or more before the check carries a warning (``None``: never).
 
     Expected failures become a state (see :data:`ConsentState`) with a one-line ``message``;
     only programming errors raise.
     """
     conn_id = hook.openbanking_conn_id
+    idle_before: float | None = None
 
     def status(state: ConsentState, message: str, **fields: Any) -> ConsentStatus:
-        return ConsentStatus(conn_id=conn_id, state=state, message=hook.redact(message), **fields)
+        return ConsentStatus(
+            conn_id=conn_id, state=state, message=hook.redact(message), idle_days=idle_before, **fields
+        )
 
     authorize_hint = f"run `airflow-openbanking authorize --conn-id {conn_id}`"
     try:
@@ -202,6 +325,7 @@ def consent_status(
     if active is None and not cfg.refresh_token:
         return status("no_consent", f"No consent yet for connection {conn_id!r}: {authorize_hint}")
     used_before = (active.last_refresh_at or active.updated_at) if active else None
+    idle_before = idle_days(used_before)
 
     try:
         wanted = parse_scopes(required_scopes) if required_scopes is not None else cfg.scopes
@@ -210,14 +334,27 @@ def consent_status(
 
     # 1. the refresh token (what every task does first)
     try:
+        if refresh:  # a token that cannot be cached for ever: always a refresh grant
+            hook.get_access_token(min_ttl=math.inf)
         ttl = hook.access_token_ttl()
     except ConsentRequiredError as exc:
+        detail = f" [{exc.endpoint}, HTTP {exc.status}, {exc.code}]" if exc.status else ""
+        before = {"last_refresh_at": active.last_refresh_at if active else None}
+        if idle_before is not None and idle_before >= IDLE_LAPSE_DAYS:
+            return status(
+                "lapsed",
+                f"The consent lapsed: its refresh token was unused for {idle_before:g} days and Flinks "
+                f"drops a consent after {IDLE_LAPSE_DAYS} idle days; the server rejected it: "
+                f"{authorize_hint}{detail}",
+                days_until_idle_lapse=0.0,
+                **before,
+            )
         return status(
             "refresh_rejected",
             "The server rejected the refresh token (revoked, lapsed after "
-            f"{IDLE_LAPSE_DAYS} idle days, or rotated away): {authorize_hint}"
-            + (f" [{exc.endpoint}, HTTP {exc.status}, {exc.code}]" if exc.status else ""),
-            last_refresh_at=active.last_refresh_at if active else None,
+            f"{IDLE_LAPSE_DAYS} idle days, or rotated away): {authorize_hint}{detail}",
+            days_until_idle_lapse=days_until_idle_lapse(used_before),
+            **before,
         )
     except (OpenBankingError, OSError) as exc:
         return status("error", str(exc))
@@ -231,12 +368,17 @@ def consent_status(
     granted = _granted(after)
     last_refresh_at = after.last_refresh_at if after else None
     last_used = (after.last_refresh_at or after.updated_at) if after else None
+    refreshed_now = bool(last_refresh_at) and last_refresh_at != used_before
     common: dict[str, Any] = {
         "access_token_ttl": round(ttl, 1),
         "scopes": granted,
         "last_refresh_at": last_refresh_at,
         "days_until_idle_lapse": days_until_idle_lapse(last_used),
+        "warnings": _idle_warning(idle_before, warn_within_days, refreshed_now),
     }
+
+    if probe_scopes:
+        return _probe_status(hook, wanted, granted, status, common, authorize_hint, used_before)
 
     # 2. one light data call: a revoked consent can still have a valid access token (602)
     account_id: str | None = None
@@ -256,8 +398,7 @@ def consent_status(
                     missing = ["ACCOUNT_BASIC", *others_missing]
                     return status(
                         "scope_missing",
-                        f"The consent lacks scope(s) {' '.join(missing)} that the connection needs: "
-                        f"{authorize_hint} and grant them",
+                        _missing_message(missing, authorize_hint),
                         missing_scopes=tuple(missing),
                         **common,
                     )
@@ -287,8 +428,7 @@ def consent_status(
         if missing:
             return status(
                 "scope_missing",
-                f"The consent lacks scope(s) {' '.join(missing)} that the connection needs: "
-                f"{authorize_hint} and grant them",
+                _missing_message(missing, authorize_hint),
                 missing_scopes=tuple(missing),
                 **common,
             )
@@ -296,18 +436,82 @@ def consent_status(
     message = f"Consent OK: access token valid for {ttl:.0f}s"
     if granted is not None:
         message += f"; scopes {' '.join(granted)}"
+    return status("ok", message + _idle_note(common, used_before, last_refresh_at), **common)
+
+
+def _missing_message(missing: Sequence[str], authorize_hint: str) -> str:
+    return (
+        f"The consent lacks scope(s) {' '.join(missing)} that the connection needs: "
+        f"{authorize_hint} and grant them"
+    )
+
+
+def _idle_note(common: Mapping[str, Any], used_before: str | None, last_refresh_at: str | None) -> str:
+    note = ""
     if common["days_until_idle_lapse"] is not None:
-        message += f"; lapses after {common['days_until_idle_lapse']:g} more idle day(s)"
+        note += f"; lapses after {common['days_until_idle_lapse']:g} more idle day(s)"
     if used_before and last_refresh_at and used_before != last_refresh_at:
-        message += f" (this check used the refresh token; before, it was last used at {used_before})"
-    return status("ok", message, **common)
+        note += f" (this check used the refresh token; before, it was last used at {used_before})"
+    return note
+
+
+def _probe_status(
+    hook: OpenBankingHook,
+    wanted: Sequence[str],
+    granted: tuple[str, ...] | None,
+    status: Callable[..., ConsentStatus],
+    common: dict[str, Any],
+    authorize_hint: str,
+    used_before: str | None,
+) -> ConsentStatus:
+    """Steps 2 and 3 of :func:`consent_status` with ``probe_scopes``."""
+    refusals: list[ConsentRequiredError] = []
+    try:
+        results = _probe_every_cluster(hook, wanted, refusals)
+    except (OpenBankingError, OSError) as exc:
+        return status("error", str(exc), **common)
+    confirmed = tuple(s for s in wanted if results[s] is True)
+    missing = [s for s in wanted if results[s] is False]
+    unchecked = tuple(s for s in wanted if results[s] is None)
+    if granted is not None:  # no call could check these: the server's word
+        missing += [s for s in unchecked if s not in granted]
+    missing = [s for s in wanted if s in missing]
+    fields = {**common, "confirmed_scopes": confirmed, "unchecked_scopes": unchecked}
+    alive = any(ok is True for ok in results.values())
+    # Every call refused, and the scopes the server reports do not explain it: revoked.
+    refused_unexplained = granted is None or any(
+        scope in granted for scope, ok in results.items() if ok is False
+    )
+    if refusals and not alive and refused_unexplained:
+        first = refusals[0]
+        return status(
+            "revoked",
+            f"The server refused every data call for this consent (602: revoked at the bank, or "
+            f"no data scope left): {authorize_hint} [{first.api_message or first.endpoint}]",
+            **fields,
+        )
+    if missing:
+        return status(
+            "scope_missing",
+            _missing_message(missing, authorize_hint),
+            missing_scopes=tuple(missing),
+            **fields,
+        )
+    message = f"Consent OK: access token valid for {common['access_token_ttl']:.0f}s"
+    message += f"; {len(confirmed)} data cluster(s) answered"
+    if unchecked:
+        message += f"; not checked by a call: {' '.join(unchecked)}"
+    return status("ok", message + _idle_note(common, used_before, common["last_refresh_at"]), **fields)
 
 
 __all__ = [
+    "HEALTH_DATASET",
     "IDLE_LAPSE_DAYS",
+    "IDLE_WARN_DAYS",
     "NEEDS_AUTHORIZATION",
     "ConsentState",
     "ConsentStatus",
     "consent_status",
     "days_until_idle_lapse",
+    "idle_days",
 ]

@@ -441,7 +441,7 @@ def create_app(sandbox: Sandbox) -> FastAPI:
             raise Denied(
                 fdx_error(401, "401", "A customer access token is required", "client-credentials token used")
             )
-        if consent.revoked:
+        if consent.revoked or consent.bank_revoked:
             raise Denied(fdx_error(401, "602", "Customer not authorized", "The consent was revoked"))
         if scope is not None and scope not in at.scopes:
             raise Denied(fdx_error(401, "602", "Customer not authorized", f"Scope {scope} was not granted"))
@@ -1031,6 +1031,7 @@ def create_app(sandbox: Sandbox) -> FastAPI:
                     "customer_id": c.customer_id,
                     "scopes": list(c.scopes),
                     "revoked": c.revoked,
+                    "bank_revoked": c.bank_revoked,
                     "last_used": iso_ts(c.last_used),
                 }
                 for c in sb.consents.values()
@@ -1044,7 +1045,12 @@ def create_app(sandbox: Sandbox) -> FastAPI:
             raise KnobError("body must be an object")
         customer_id = body.get("customer_id") or sb.knobs.consent_customer_id or bank.customers[0].customer_id
         scopes = normalize_scopes(body.get("scopes"))
-        consent = sb.create_consent(str(body.get("client_id") or "demo-client"), str(customer_id), scopes)
+        consent = sb.create_consent(
+            str(body.get("client_id") or "demo-client"),
+            str(customer_id),
+            scopes,
+            idle_days=body.get("idle_days") or 0,
+        )
         return json_response(
             {
                 "refresh_token": consent.refresh_token,
@@ -1060,7 +1066,11 @@ def create_app(sandbox: Sandbox) -> FastAPI:
         body = await json_body(request)
         if not isinstance(body, dict):
             raise KnobError("body must be an object")
-        count = sb.revoke_where(customer_id=body.get("customer_id"), refresh_token=body.get("refresh_token"))
+        count = sb.revoke_where(
+            customer_id=body.get("customer_id"),
+            refresh_token=body.get("refresh_token"),
+            at_bank=bool(body.get("at_bank")),
+        )
         return json_response({"revoked": count})
 
     @app.get("/_admin/customers")

@@ -205,6 +205,8 @@ class Consent:
     previous_token: str | None = None
     rotated_at: float = 0.0  # monotonic
     revoked: bool = False
+    # withdrawn at the bank: the token endpoint still refreshes, every data call answers 602
+    bank_revoked: bool = False
 
 
 @dataclass
@@ -348,7 +350,12 @@ class Sandbox:
 
     # ---- consents ---------------------------------------------------------------------------
 
-    def create_consent(self, client_id: str, customer_id: str, scopes: tuple[str, ...]) -> Consent:
+    def create_consent(
+        self, client_id: str, customer_id: str, scopes: tuple[str, ...], idle_days: float = 0
+    ) -> Consent:
+        """A new consent; ``idle_days`` > 0 makes it one last used that long ago (bank clock)."""
+        if not isinstance(idle_days, (int, float)) or isinstance(idle_days, bool) or not idle_days >= 0:
+            raise KnobError(f"idle_days: expected a number >= 0, got {idle_days!r}")
         if customer_id not in self.bank.customer_by_id:
             raise KnobError(f"unknown customer {customer_id!r}")
         if client_id not in self.clients:
@@ -359,7 +366,7 @@ class Sandbox:
             customer_id=customer_id,
             scopes=scopes,
             refresh_token=secrets.token_urlsafe(32),
-            last_used=self.now,
+            last_used=self.now - int(idle_days * DAY),
         )
         self.consents[consent.consent_id] = consent
         self.refresh_index[consent.refresh_token] = consent
@@ -401,7 +408,11 @@ class Sandbox:
             self.refresh_index.pop(consent.previous_token, None)
         # access tokens keep pointing at the revoked consent: data calls answer 602, not 401
 
-    def revoke_where(self, *, customer_id: str | None = None, refresh_token: str | None = None) -> int:
+    def revoke_where(
+        self, *, customer_id: str | None = None, refresh_token: str | None = None, at_bank: bool = False
+    ) -> int:
+        """Revoke matching consents. ``at_bank``: the customer withdrew access at the bank, so the
+        refresh token keeps working but every data call answers 602."""
         if refresh_token:
             consent = self.refresh_index.get(refresh_token)
             targets = [consent] if consent is not None else []
@@ -410,7 +421,10 @@ class Sandbox:
         else:
             raise KnobError("give customer_id or refresh_token")
         for consent in targets:
-            self.revoke(consent)
+            if at_bank:
+                consent.bank_revoked = True
+            else:
+                self.revoke(consent)
         return len(targets)
 
     # ---- faults -----------------------------------------------------------------------------

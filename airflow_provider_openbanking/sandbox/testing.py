@@ -169,22 +169,36 @@ class SandboxServer:
         return int(self._call("POST", "/_admin/tokens/expire")["expired"])
 
     def grant_consent(
-        self, customer_id: str | None = None, scopes: Any = None, client_id: str = "demo-client"
+        self,
+        customer_id: str | None = None,
+        scopes: Any = None,
+        client_id: str = "demo-client",
+        *,
+        idle_days: float | None = None,
     ) -> str:
-        """Create a consent without a browser; returns its refresh token."""
+        """Create a consent without a browser; returns its refresh token.
+
+        ``idle_days``: the consent was last used that many days ago on the bank clock (more than
+        ``refresh_idle_days`` = already lapsed: its first refresh answers ``invalid_grant``).
+        """
         body: dict[str, Any] = {"client_id": client_id}
         if customer_id is not None:
             body["customer_id"] = customer_id
         if scopes is not None:
             body["scopes"] = scopes
+        if idle_days is not None:
+            body["idle_days"] = idle_days
         return str(self._call("POST", "/_admin/consents", json=body)["refresh_token"])
 
-    def revoke_consent(self, *, customer_id: str | None = None, refresh_token: str | None = None) -> None:
-        self._call(
-            "POST",
-            "/_admin/consents/revoke",
-            json={"customer_id": customer_id, "refresh_token": refresh_token},
-        )
+    def revoke_consent(
+        self, *, customer_id: str | None = None, refresh_token: str | None = None, at_bank: bool = False
+    ) -> None:
+        """Revoke consents (refresh grants then answer ``invalid_grant``). ``at_bank=True``: the
+        customer withdrew access at the bank instead -- refresh grants still work, data calls get 602."""
+        body: dict[str, Any] = {"customer_id": customer_id, "refresh_token": refresh_token}
+        if at_bank:
+            body["at_bank"] = True
+        self._call("POST", "/_admin/consents/revoke", json=body)
 
     def register_client(self, client_id: str, client_secret: str, redirect_uris: list[str]) -> None:
         body = {"client_id": client_id, "client_secret": client_secret, "redirect_uris": list(redirect_uris)}
