@@ -70,7 +70,7 @@ def dagbag(parse_guard: list[str]) -> Any:
 
 def test_every_dag_file_imports_without_errors(dagbag: Any) -> None:
     assert dagbag.import_errors == {}, dagbag.import_errors
-    assert set(dagbag.dag_ids) == EXPECTED_DAGS
+    assert EXPECTED_DAGS <= set(dagbag.dag_ids)
     files = {Path(stat.file).name for stat in dagbag.dagbag_stats}
     assert files == {p.name for p in DAGS_DIR.glob("*.py")}, "every file in dags/ defines a DAG"
 
@@ -93,8 +93,8 @@ def test_dag_files_do_no_top_level_work(dagbag: Any, parse_guard: list[str]) -> 
     assert parse_guard == []
 
 
-def test_dags_are_documented_owned_tagged_and_retried(dagbag: Any) -> None:
-    for dag_id in EXPECTED_DAGS:
+def test_dags_are_documented_owned_tagged_and_bounded(dagbag: Any) -> None:
+    for dag_id in dagbag.dag_ids:
         dag = dagbag.get_dag(dag_id)
         assert dag.doc_md and len(dag.doc_md) > 100, dag_id
         assert "openbanking" in dag.tags, dag_id
@@ -111,7 +111,7 @@ def _is_api_task(task: Any) -> bool:
 
 def test_every_api_task_runs_in_the_openbanking_pool(dagbag: Any) -> None:
     seen = 0
-    for dag_id in EXPECTED_DAGS:
+    for dag_id in dagbag.dag_ids:
         for task in dagbag.get_dag(dag_id).tasks:
             if _is_api_task(task):
                 seen += 1

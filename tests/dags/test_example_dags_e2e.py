@@ -48,12 +48,21 @@ def api_pool() -> Iterator[None]:
 
 
 @pytest.fixture
-def main_dag(warehouse: Path, api_pool: None) -> Any:
+def dagbag(warehouse: Path, api_pool: None) -> Any:
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags"))
     assert bag.import_errors == {}
-    return bag.get_dag(DAG_ID)
+    return bag
+
+
+@pytest.fixture
+def main_dag(dagbag: Any) -> Any:
+    return dagbag.get_dag(DAG_ID)
+
+
+def succeeded(dagrun: Any) -> bool:
+    return str(dagrun.state) in ("success", "DagRunState.SUCCESS")
 
 
 def interval_of(logical_date: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
@@ -95,7 +104,7 @@ def rows_by_account(db: Path) -> dict[tuple[str, str], dict[str, tuple[str, floa
 
 
 def test_two_intervals_and_a_rerun_match_the_bank(
-    sandbox: Any, make_conn: Any, main_dag: Any, warehouse: Path
+    sandbox: Any, make_conn: Any, dagbag: Any, main_dag: Any, warehouse: Path
 ) -> None:
     conn_ids = [make_conn(conn_id, customer_id=customer) for conn_id, customer in CUSTOMERS.items()]
     accounts = {
@@ -104,7 +113,7 @@ def test_two_intervals_and_a_rerun_match_the_bank(
     }
 
     first = run(main_dag, sandbox, FIRST, conn_ids)
-    assert str(first.state) in ("success", "DagRunState.SUCCESS"), states(first)
+    assert succeeded(first), states(first)
     task_states = states(first)
     transactions = [k for k in task_states if k[0] == "land_transactions"]
     assert len(transactions) == sum(len(a) for a in accounts.values()), "one mapped task per account"
@@ -118,11 +127,11 @@ def test_two_intervals_and_a_rerun_match_the_bank(
     assert pending_first, "the first interval should end with pending transactions"
 
     second = run(main_dag, sandbox, SECOND, conn_ids)
-    assert str(second.state) in ("success", "DagRunState.SUCCESS"), states(second)
+    assert succeeded(second), states(second)
     before_rerun = table(warehouse)
 
     rerun = run(main_dag, sandbox, FIRST, conn_ids, clock=False)
-    assert str(rerun.state) in ("success", "DagRunState.SUCCESS"), states(rerun)
+    assert succeeded(rerun), states(rerun)
     assert table(warehouse) == before_rerun, "rerunning an interval must leave the table unchanged"
 
     # The windows the runs covered: [first start - lookback, last day of the second interval].
@@ -154,6 +163,18 @@ def test_two_intervals_and_a_rerun_match_the_bank(
     assert posted_since > 0, "some transactions pending in the first run must have posted by the second"
     assert sum(len(r) for r in loaded.values()) > 500
 
+    # The downstream DAG (scheduled on the table's Asset) summarises what was loaded.
+    summary = dagbag.get_dag("openbanking_daily_summary").test(logical_date=SECOND)
+    assert succeeded(summary), states(summary)
+    with sqlite3.connect(warehouse) as conn:
+        expected = conn.execute(
+            "SELECT COUNT(DISTINCT conn_id || '/' || account_id || '/' || window_date), "
+            "ROUND(SUM(CASE WHEN signed_amount < 0 THEN -signed_amount ELSE 0 END), 2) "
+            "FROM openbanking_transactions"
+        ).fetchone()
+        got = conn.execute("SELECT COUNT(*), ROUND(SUM(debits), 2) FROM openbanking_daily_summary").fetchone()
+    assert got[0] == expected[0] and got[1] == pytest.approx(expected[1])
+
 
 def test_one_failing_consent_does_not_stop_the_others(
     sandbox: Any, make_conn: Any, main_dag: Any, warehouse: Path
@@ -169,3 +190,28 @@ def test_one_failing_consent_does_not_stop_the_others(
     loaded = rows_by_account(warehouse)
     assert {key[0] for key in loaded} == {good}
     assert sum(len(r) for r in loaded.values()) > 100
+
+
+def test_statements_and_customer_profile_dags_land_their_datasets(
+    sandbox: Any, make_conn: Any, dagbag: Any, tmp_path: Path
+) -> None:
+    make_conn("openbanking_default", customer_id="cust-0001")
+    landing = tmp_path / "landing"
+
+    statements = dagbag.get_dag("openbanking_statements").test(
+        logical_date=dt.datetime(2026, 11, 1, tzinfo=UTC)
+    )
+    assert succeeded(statements), states(statements)
+    pdfs = sorted((landing / "statement_files").rglob("*.pdf"))
+    assert pdfs and all(p.read_bytes().startswith(b"%PDF") for p in pdfs)
+    assert all("interval=20261001T000000Z_20261101T000000Z" in str(p) for p in pdfs)
+    assert list((landing / "statements").rglob("account_id=*.jsonl"))
+
+    profile = dagbag.get_dag("openbanking_customer_profile").test(
+        logical_date=dt.datetime(2026, 11, 16, tzinfo=UTC)
+    )
+    assert succeeded(profile), states(profile)
+    for dataset in ("customer", "contacts", "payment_networks", "holdings"):
+        assert list((landing / dataset).rglob("*.jsonl")), dataset
+    customer = json.loads(next((landing / "customer").rglob("*.jsonl")).read_text().splitlines()[0])
+    assert customer["customerId"] == "cust-0001"
