@@ -138,6 +138,8 @@ def _as_results(results: Any) -> list[Mapping[str, Any]]:
         return []
     if isinstance(results, Mapping):
         return [results]
+    if isinstance(results, Sequence) and not isinstance(results, (str, bytes)):
+        results = results[:]  # one request for a LazyXComSequence, not one per item plus a miss
     return [r for r in results if r]
 
 
