@@ -40,9 +40,7 @@ from airflow_provider_openbanking.token_store import TokenRecord, fingerprint, n
 if TYPE_CHECKING:
     from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
 
-ConsentState = Literal[
-    "ok", "no_consent", "revoked", "refresh_rejected", "lapsed", "scope_missing", "error"
-]
+ConsentState = Literal["ok", "no_consent", "revoked", "refresh_rejected", "lapsed", "scope_missing", "error"]
 
 #: Flinks drops a refresh token that has not been used for this many days.
 IDLE_LAPSE_DAYS = 30
@@ -165,6 +163,8 @@ _ACCOUNT_FREE_PROBES: dict[str, Callable[[OpenBankingHook], Any]] = {
     "ACCOUNT_DETAILED": lambda h: _first(h.iter_accounts("details")),
     "CUSTOMER_PERSONAL": lambda h: h.get_customer(),
 }
+
+
 def _today() -> str:
     return dt.datetime.now(dt.timezone.utc).date().isoformat()
 
@@ -256,9 +256,7 @@ def _probe_every_cluster(
     return results
 
 
-def _idle_warning(
-    idle: float | None, warn_within_days: float | None, refreshed_now: bool
-) -> tuple[str, ...]:
+def _idle_warning(idle: float | None, warn_within_days: float | None, refreshed_now: bool) -> tuple[str, ...]:
     if idle is None or warn_within_days is None:
         return ()
     left = IDLE_LAPSE_DAYS - idle
@@ -504,6 +502,142 @@ def _probe_status(
     return status("ok", message + _idle_note(common, used_before, common["last_refresh_at"]), **fields)
 
 
+# -- the consent health check (the ``openbanking_consent_health`` example DAG) -------------------
+
+
+def health_record(status: ConsentStatus, **context: Any) -> dict[str, Any]:
+    """The small record landed per consent and check: ``healthy``, every :class:`ConsentStatus`
+    field, the ``summary`` line, then ``context`` (the DAG adds ``dag_id``, ``run_id`` and the data
+    interval). JSON-ready, no secrets."""
+    return {"healthy": status.ok, **status.as_dict(), "summary": status.summary_line, **context}
+
+
+def health_record_path(
+    conn_id: str,
+    interval_start: dt.datetime,
+    interval_end: dt.datetime,
+    destination: Any = None,
+) -> Any:
+    """``<destination>/consent_health/conn_id=<id>/interval=<start>_<end>/consent_health.jsonl``
+    (an ``ObjectStoragePath``; the destination defaults as for the operators)."""
+    from airflow_provider_openbanking.landing import Layout, to_storage_path
+
+    layout = Layout(to_storage_path(destination), HEALTH_DATASET, conn_id, interval_start, interval_end)
+    return layout.records_file()
+
+
+def check_consent_health(
+    conn_id: str,
+    *,
+    interval_start: dt.datetime,
+    interval_end: dt.datetime,
+    destination: Any = None,
+    required_scopes: Iterable[str] | str | None = None,
+    warn_within_days: float | None = IDLE_WARN_DAYS,
+    **context: Any,
+) -> dict[str, Any]:
+    """Refresh, probe and land: the work of one consent in the health DAG.
+
+    Runs :func:`consent_status` with ``refresh`` and ``probe_scopes``, lands the
+    :func:`health_record` (JSON Lines, atomically, at :func:`health_record_path`: a rerun of the
+    same interval replaces it) and returns the record plus its ``path``. Never raises for an
+    unhealthy consent: deciding is :func:`summarize_health`'s job, after every record landed.
+    """
+    from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
+    from airflow_provider_openbanking.landing import write_jsonl
+
+    hook = OpenBankingHook(conn_id)
+    try:
+        status = consent_status(
+            hook,
+            check_scopes=True,
+            required_scopes=required_scopes,
+            refresh=True,
+            probe_scopes=True,
+            warn_within_days=warn_within_days,
+        )
+    finally:
+        hook.close()
+    record = health_record(status, **context)
+    path = health_record_path(conn_id, interval_start, interval_end, destination)
+    write_jsonl(path, [record])
+    return {**record, "path": str(path)}
+
+
+@dataclass(frozen=True)
+class HealthSummary:
+    """The verdict over every consent of a run. ``unhealthy``: one summary line per unhealthy
+    consent (or per consent without a record); ``warnings``: ``<conn_id>: <warning>`` lines."""
+
+    conn_ids: tuple[str, ...]
+    healthy: tuple[str, ...]
+    unhealthy: tuple[str, ...]
+    warnings: tuple[str, ...]
+    paths: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.unhealthy and bool(self.conn_ids)
+
+    def failure_message(self) -> str:
+        """The failed run's exception text: a headline, then one line per unhealthy consent."""
+        if not self.conn_ids:
+            return "Open Banking consent health: no connection to check (the conn_ids task failed?)"
+        where = ""
+        if self.paths and f"/{HEALTH_DATASET}/" in self.paths[0]:
+            where = f" under {self.paths[0].split(f'/{HEALTH_DATASET}/')[0]}/{HEALTH_DATASET}/"
+        head = (
+            f"{len(self.unhealthy)} of {len(self.conn_ids)} Open Banking consent(s) unhealthy "
+            f"(health records landed{where}):"
+        )
+        return "\n".join([head, *self.unhealthy])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "checked": len(self.conn_ids),
+            "healthy": list(self.healthy),
+            "unhealthy": list(self.unhealthy),
+            "warnings": list(self.warnings),
+            "paths": list(self.paths),
+        }
+
+
+def _as_records(results: Any) -> list[Mapping[str, Any]]:
+    if results is None:
+        return []
+    if isinstance(results, Mapping):  # one mapped task instance's value, handed over as is
+        return [results]
+    return [r for r in results if isinstance(r, Mapping)]
+
+
+def summarize_health(results: Any, conn_ids: Iterable[str] | None) -> HealthSummary:
+    """Judge the records the check tasks returned (XCom values; failed tasks have none).
+
+    A consent is healthy when its record says ``healthy``; a connection of ``conn_ids`` without a
+    record is unhealthy (its check task failed).
+    """
+    by_conn = {str(r.get("conn_id")): r for r in _as_records(results)}
+    ids = tuple(dict.fromkeys([*(conn_ids or []), *by_conn]))
+    healthy: list[str] = []
+    unhealthy: list[str] = []
+    warnings: list[str] = []
+    paths: list[str] = []
+    for conn_id in ids:
+        record = by_conn.get(conn_id)
+        if record is None:
+            unhealthy.append(f"{conn_id}: no health record: its check task failed (see that task's log)")
+            continue
+        if record.get("path"):
+            paths.append(str(record["path"]))
+        warnings.extend(f"{conn_id}: {warning}" for warning in record.get("warnings") or [])
+        if record.get("healthy"):
+            healthy.append(conn_id)
+        else:
+            line = record.get("summary") or f"{conn_id}: {record.get('state')}: {record.get('message')}"
+            unhealthy.append(str(line))
+    return HealthSummary(ids, tuple(healthy), tuple(unhealthy), tuple(warnings), tuple(paths))
+
+
 __all__ = [
     "HEALTH_DATASET",
     "IDLE_LAPSE_DAYS",
@@ -511,7 +645,12 @@ __all__ = [
     "NEEDS_AUTHORIZATION",
     "ConsentState",
     "ConsentStatus",
+    "HealthSummary",
+    "check_consent_health",
     "consent_status",
     "days_until_idle_lapse",
+    "health_record",
+    "health_record_path",
     "idle_days",
+    "summarize_health",
 ]

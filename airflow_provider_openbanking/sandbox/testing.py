@@ -200,6 +200,11 @@ class SandboxServer:
             body["at_bank"] = True
         self._call("POST", "/_admin/consents/revoke", json=body)
 
+    def consents(self) -> list[dict[str, Any]]:
+        """Every consent (no tokens): customer, scopes, ``revoked``, ``bank_revoked``, ``last_used``."""
+        result: list[dict[str, Any]] = self._call("GET", "/_admin/consents")
+        return result
+
     def register_client(self, client_id: str, client_secret: str, redirect_uris: list[str]) -> None:
         body = {"client_id": client_id, "client_secret": client_secret, "redirect_uris": list(redirect_uris)}
         self._call("POST", "/_admin/clients", json=body)
