@@ -236,3 +236,22 @@ def test_every_unhealthy_state_fails_the_run_after_landing_with_one_line_each(
     assert [line.split(":")[0] for line in lines[2:]] == [revoked, rejected, scope, lapsed]
     assert lines[2:] == [rec[c]["summary"] for c in (revoked, rejected, scope, lapsed)]
     no_secrets(sandbox, landing, json.dumps(records), alert)
+
+
+def test_dag_shape(health_dag: Any) -> None:
+    from airflow.sdk import CronDataIntervalTimetable
+
+    dag = health_dag
+    assert isinstance(dag.timetable, CronDataIntervalTimetable) and dag.catchup is False
+    assert dag.doc_md and "openbanking" in dag.tags and dag.max_active_runs == 1
+    assert dag.params["conn_ids"] is None and dag.params["warn_within_days"] == 7.0
+    tasks = {t.task_id: t for t in dag.tasks}
+    assert set(tasks) == {"consent_conn_ids", "check_consent", "report"}
+    assert all(t.owner != "airflow" for t in dag.tasks)
+    assert tasks["check_consent"].is_mapped and tasks["check_consent"].pool == "openbanking_api"
+    report = tasks["report"]
+    assert (
+        report.trigger_rule == "all_done"
+        and {"check_consent", "consent_conn_ids"} <= report.upstream_task_ids
+    )
+    assert [type(cb).__name__ for cb in report.on_failure_callback] == ["LogNotifier"]
