@@ -607,6 +607,8 @@ def _as_records(results: Any) -> list[Mapping[str, Any]]:
         return []
     if isinstance(results, Mapping):  # one mapped task instance's value, handed over as is
         return [results]
+    if isinstance(results, Sequence) and not isinstance(results, (str, bytes)):
+        results = results[:]  # one request for a LazyXComSequence, not one per item plus a miss
     return [r for r in results if isinstance(r, Mapping)]
 
 
