@@ -21,7 +21,6 @@ the result into the small record the DAG lands, :func:`summarize_health` into th
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -333,7 +332,7 @@ def consent_status(
     # 1. the refresh token (what every task does first)
     try:
         if refresh:  # a token that cannot be cached for ever: always a refresh grant
-            hook.get_access_token(min_ttl=math.inf)
+            hook.refresh_access_token()
         ttl = hook.access_token_ttl()
     except ConsentRequiredError as exc:
         detail = f" [{exc.endpoint}, HTTP {exc.status}, {exc.code}]" if exc.status else ""

@@ -102,6 +102,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_openbanking.triggers.openbanking"],
             }
         ],
+        "notifications": ["airflow_provider_openbanking.notifications.log.LogNotifier"],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_openbanking.hooks.openbanking.OpenBankingHook",

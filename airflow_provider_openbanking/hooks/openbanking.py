@@ -23,11 +23,14 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests
 from airflow.sdk import BaseHook
+
+if TYPE_CHECKING:
+    from airflow_provider_openbanking.consent import ConsentStatus
 
 from airflow_provider_openbanking.connection import CONN_TYPE, OpenBankingConfig, parse_connection
 from airflow_provider_openbanking.exceptions import (
@@ -412,6 +415,16 @@ class OpenBankingHook(BaseHook):
     def get_access_token(self, min_ttl: float = 0.0) -> str:
         """A customer access token with at least ``min_ttl`` seconds left (cached or refreshed)."""
         return self._customer_tokens.current(min_ttl).token
+
+    def refresh_access_token(self) -> str:
+        """Force a refresh grant now (this is also what keeps an idle Flinks consent alive)."""
+        return self._customer_tokens.current(min_ttl=float("inf")).token
+
+    def consent_status(self, check_scopes: bool = False, **kwargs: Any) -> ConsentStatus:
+        """Check this connection's consent without raising (see :func:`consent.consent_status`)."""
+        from airflow_provider_openbanking.consent import consent_status
+
+        return consent_status(self, check_scopes, **kwargs)
 
     def access_token_ttl(self) -> float:
         """Seconds the current customer access token has left (refreshing it if needed)."""
