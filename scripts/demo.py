@@ -19,10 +19,12 @@ The sandbox is stopped at the end, also on failure; any failure exits non-zero.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -95,12 +97,24 @@ def airflow(*args: str, log: Path | None = None, env: dict[str, str] | None = No
 
 def write_config() -> None:
     """A minimal airflow.cfg, so that `airflow standalone` on this home later sees the same setup."""
+    import secrets
+
+    from cryptography.fernet import Fernet
+
     HOME.mkdir(parents=True)
+    # Secrets Airflow would generate into a full airflow.cfg: without a shared jwt_secret, each
+    # `airflow standalone` component makes its own and task workers are refused ("Invalid auth
+    # token"); without a fernet_key, connection passwords are stored in clear.
     (HOME / "airflow.cfg").write_text(
         "[core]\n"
         f"dags_folder = {REPO / 'dags'}\n"
         "load_examples = False\n"
         "executor = LocalExecutor\n"
+        f"fernet_key = {Fernet.generate_key().decode()}\n"
+        "\n[api]\n"
+        f"secret_key = {secrets.token_urlsafe(24)}\n"
+        "\n[api_auth]\n"
+        f"jwt_secret = {secrets.token_urlsafe(24)}\n"
         "\n[logging]\n"
         "logging_level = INFO\n"
     )
@@ -358,21 +372,46 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_ui(port: int) -> None:
+    """`airflow standalone` on this home until Ctrl-C (or SIGTERM); then stop all its processes."""
     env = airflow_env()
     env["AIRFLOW__API__PORT"] = str(port)
     env["AIRFLOW__API__BASE_URL"] = f"http://localhost:{port}"
     env["AIRFLOW__WORKERS__EXECUTION_API_SERVER_URL"] = f"http://127.0.0.1:{port}/execution/"
-    say(f"\nStarting `airflow standalone` on http://localhost:{port} (Ctrl-C to stop it and the sandbox)")
-    proc = subprocess.Popen([str(BIN / "airflow"), "standalone"], env=env)
+    say(f"\nStarting `airflow standalone` on http://localhost:{port} (Ctrl-C stops it and the sandbox)")
+    say("  A backfill runs once the DAG is unpaused, e.g.:")
+    say(f"    AIRFLOW_HOME={HOME} {BIN / 'airflow'} dags unpause {MAIN_DAG}")
+    say(f"    AIRFLOW_HOME={HOME} {BIN / 'airflow'} backfill create --dag-id {MAIN_DAG} \\")
+    say("        --from-date 2026-10-20 --to-date 2026-11-18 --max-active-runs 3")
+    # Its own process group: standalone does not always stop its children on SIGTERM.
+    proc = subprocess.Popen([str(BIN / "airflow"), "standalone"], env=env, start_new_session=True)
     try:
         proc.wait()
     except KeyboardInterrupt:
-        proc.terminate()
+        pass
+    finally:
+        stop_group(proc)
+
+
+def stop_group(proc: subprocess.Popen[Any]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.5)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminate)  # `kill` stops the sandbox (and the UI) too
     sys.exit(main())
