@@ -176,6 +176,12 @@ def _child(report: Path, warehouse: Path, conn_id: str) -> None:  # pragma: no c
     writes: list[dict[str, Any]] = []
 
     def audit(event: str, args: tuple[Any, ...]) -> None:
+        try:
+            record(event, args)
+        except Exception as exc:  # an audit hook's exception would break the audited call
+            writes.append({"event": event, "audit_hook_error": repr(exc)})
+
+    def record(event: str, args: tuple[Any, ...]) -> None:
         if event == "open":
             path, mode, flags = args
             if isinstance(mode, str):
