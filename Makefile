@@ -35,5 +35,12 @@ demo: install
 bench: install
 	$(PY) -m benchmarks
 
+# Real services (api-server, scheduler, dag-processor, triggerer; LocalExecutor) + headless
+# Chromium: see e2e/run.py. Output in e2e-artifacts/, throw-away AIRFLOW_HOME in .e2e-home/.
+e2e: install
+	$(PY) -m pip install --quiet "playwright>=1.49"
+	sh e2e/install-chromium.sh
+	$(PY) e2e/run.py $(E2E_ARGS)
+
 clean:
 	rm -rf airflow-home .airflow-test build *.egg-info .mypy_cache .ruff_cache .pytest_cache landing

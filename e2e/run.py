@@ -8,15 +8,17 @@ the way a deployment does and checks the outcome:
    refresh tokens and short-lived access tokens;
 2. ``airflow api-server``, ``scheduler``, ``dag-processor`` and ``triggerer`` as separate processes
    (each in its own process group), waited for through ``/api/v2/monitor/health``;
-3. through the REST API: two ``openbanking`` connections (two customer consents), the SQLite
-   warehouse connection, the pool ``openbanking_api``, the Variable ``openbanking_conn_ids``;
-   then the main DAG is unpaused and triggered for two dates;
-4. the bank's token endpoint is down (HTTP 503) when the runs start, until the first consent
-   sensor has deferred: ``[operators] default_deferrable`` is on, so the sensors wait in the
-   triggerer, and the outage makes sure at least one of them really does;
-5. checks: every run and every task instance succeeded, the warehouse table equals the bank's
-   truth for the windows the runs covered, a consent sensor went through ``deferred`` and its
-   trigger ran in the triggerer process, and the sandbox answered no ``invalid_grant``;
+3. through the REST API: ``openbanking`` connections (customer consents), the SQLite warehouse
+   connection, the pool ``openbanking_api``, the Variable ``openbanking_conn_ids`` (two
+   consents); then the main DAG is unpaused (the scheduler adds the latest interval's run) and
+   triggered for two dates, the second run with a third consent in its ``conn_ids`` param;
+4. that third consent's bank gateway (a second sandbox) answers 503 on its token endpoint when
+   the runs start, so its consent sensor's own check fails and, ``[operators]
+   default_deferrable`` being on, it defers to the triggerer; the gateway comes back once the
+   scheduler has registered the deferral, and the trigger's check then succeeds;
+5. checks: every run and every task instance succeeded, the warehouse table equals the banks'
+   truth for the windows the runs covered, the sensor went through ``deferred`` and its trigger
+   ran and fired in the triggerer, and the sandboxes answered no ``invalid_grant``;
 6. headless Chromium (Debian's ``/usr/bin/chromium`` driven by Playwright) logs into the UI and
    screenshots the ``openbanking`` connection form and the successful DAG run.
 
@@ -60,8 +62,11 @@ POOL_SLOTS = 4
 PARALLELISM = 4
 LOOKBACK = dt.timedelta(days=14)  # the main DAG's lookback (dags/openbanking_accounts_transactions.py)
 UTC = dt.timezone.utc
-#: Two consents: connection id -> sandbox customer.
+#: The consents every run covers (the Variable ``openbanking_conn_ids``): connection -> customer.
 CONSENTS = {"openbanking_default": "cust-0001", "openbanking_customer_2": "cust-0002"}
+#: A third consent, added to the second triggered run only (its ``conn_ids`` param), whose bank
+#: gateway (a second sandbox) is down when the run starts: its sensor is the one that defers.
+LATE_CONSENT = ("openbanking_customer_3", "cust-0003")
 WAREHOUSE_CONN = "openbanking_warehouse"
 SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
 #: Every process this script starts carries this variable (value: this run's id), so that the
@@ -217,12 +222,14 @@ def airflow_env(run_id: str, ports: dict[str, int]) -> dict[str, str]:
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": str(PARALLELISM),
             "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(ports["api"]),
             "AIRFLOW__API__BASE_URL": api,
             "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__WORKERS__EXECUTION_API_SERVER_URL": f"{api}/execution/",
+            # Where workers reach the Execution API (Airflow 3.3 reads it from [core]; [workers]
+            # is its deprecated spelling there). Without it they call port 8080 and fail.
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(ports["worker_logs"]),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(ports["trigger_logs"]),
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
@@ -352,17 +359,31 @@ def iso(value: str | None) -> dt.datetime:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def check_warehouse(
-    checks: Checks, sandbox: Any, db: Path, runs: list[dict[str, Any]], accounts: dict[str, list[str]]
-) -> None:
-    """The table must hold exactly the bank's transactions of the windows the runs covered."""
-    if not db.exists():
-        checks.add("warehouse equals the bank's truth", False, f"{db} does not exist")
-        return
-    windows = []
+def run_windows(
+    runs: list[dict[str, Any]], default_conn_ids: list[str]
+) -> dict[str, list[tuple[dt.date, dt.date]]]:
+    """Per connection, the date windows (inclusive) its transactions were queried for."""
+    windows: dict[str, list[tuple[dt.date, dt.date]]] = {}
     for run in runs:
         start, end = iso(run["data_interval_start"]), iso(run["data_interval_end"])
-        windows.append(((start - LOOKBACK).date(), (end - dt.timedelta(days=1)).date()))
+        window = ((start - LOOKBACK).date(), (end - dt.timedelta(days=1)).date())
+        for conn_id in (run.get("conf") or {}).get("conn_ids") or default_conn_ids:
+            windows.setdefault(conn_id, []).append(window)
+    return windows
+
+
+def check_warehouse(
+    checks: Checks,
+    db: Path,
+    windows: dict[str, list[tuple[dt.date, dt.date]]],
+    banks: dict[str, Any],
+    accounts: dict[str, list[str]],
+) -> None:
+    """The table must hold exactly the bank's transactions of the windows the runs covered."""
+    name = "warehouse equals the bank's truth"
+    if not db.exists():
+        checks.add(name, False, f"{db} does not exist")
+        return
     with sqlite3.connect(db) as conn:
         rows = conn.execute(
             "SELECT conn_id, account_id, transaction_id, status, amount FROM openbanking_transactions"
@@ -378,8 +399,8 @@ def check_warehouse(
     for conn_id, account_ids in accounts.items():
         for account_id in account_ids:
             truth: dict[str, dict[str, Any]] = {}
-            for start, end in windows:
-                for t in sandbox.truth_transactions(account_id, start, end):
+            for start, end in windows.get(conn_id, []):
+                for t in banks[conn_id].truth_transactions(account_id, start, end):
                     truth[t["transactionId"]] = t
             got = table.pop((conn_id, account_id), {})
             expected_total += len(truth)
@@ -397,12 +418,32 @@ def check_warehouse(
         problems.append(f"{duplicates} duplicate transaction ids")
     if expected_total == 0:
         problems.append("the bank has no transactions in these windows: nothing was compared")
-    span = f"{min(w[0] for w in windows)} .. {max(w[1] for w in windows)}" if windows else "-"
+    spans = {
+        conn_id: f"{min(w[0] for w in ws)}..{max(w[1] for w in ws)}" for conn_id, ws in windows.items() if ws
+    }
     checks.add(
-        "warehouse equals the bank's truth",
+        name,
         not problems,
-        f"{len(rows)} rows for {sum(map(len, accounts.values()))} accounts, {pending} pending, "
-        f"windows {span}" + (f"; {problems[:5]}" if problems else ""),
+        f"{len(rows)} rows = the bank's {expected_total} transactions ({pending} pending) of "
+        f"{sum(map(len, accounts.values()))} accounts; windows {spans}"
+        + (f"; {problems[:5]}" if problems else ""),
+    )
+
+
+def defer_exit_processed(log: Path, deferred: dict[str, Any]) -> bool:
+    """Has the scheduler processed the executor's event of the worker that deferred this TI?
+
+    Until it has, a trigger that fires at once makes Airflow 3.3.2 fail the task ("finished with
+    state success, but the task instance's state attribute is queued", apache/airflow#67287).
+    """
+    if not log.exists():
+        return False
+    needle = (
+        f"task_id={deferred['task_id']}, run_id={deferred['dag_run_id']}, map_index={deferred['map_index']},"
+    )
+    return any(
+        "TaskInstance Finished:" in line and needle in line and "state=deferred" in line
+        for line in log.read_text(errors="replace").splitlines()
     )
 
 
@@ -595,15 +636,21 @@ def main(argv: list[str] | None = None) -> int:
     env = airflow_env(run_id, ports)
     base = f"http://127.0.0.1:{ports['api']}"
     bank_now = dates[-1] + dt.timedelta(minutes=5)
-    sandbox = SandboxServer(
-        customers=len(CONSENTS),
-        accounts_per_customer=args.accounts_per_customer,
-        transactions_per_account=args.transactions_per_account,
-        seed=42,
-        rotate_refresh_tokens=True,
-        access_token_ttl=args.access_token_ttl,
-        now=bank_now.isoformat(),
-    )
+    bank_options: dict[str, Any] = {
+        "accounts_per_customer": args.accounts_per_customer,
+        "transactions_per_account": args.transactions_per_account,
+        "seed": 42,
+        "rotate_refresh_tokens": True,
+        "access_token_ttl": args.access_token_ttl,
+        "now": bank_now.isoformat(),
+    }
+    bank = SandboxServer(customers=len(CONSENTS), **bank_options)
+    # The late consent's bank gateway: a second sandbox (same seed, so the same data), whose
+    # token endpoint is down when the runs start.
+    gateway = SandboxServer(customers=3, **bank_options)
+    late_conn, late_customer = LATE_CONSENT
+    banks = {**{c: bank for c in CONSENTS}, late_conn: gateway}
+    customers = {**CONSENTS, late_conn: late_customer}
     procs = Processes(run_id)
     checks = Checks()
     summary: dict[str, Any] = {"run": run_id, "ports": ports, "checks": checks.results, "timings": {}}
@@ -619,10 +666,11 @@ def main(argv: list[str] | None = None) -> int:
         phase_started = now
 
     try:
-        sandbox.start()
+        bank.start()
+        gateway.start()
         say(
-            f"  sandbox {sandbox.url}: rotating refresh tokens, {args.access_token_ttl} s access tokens, "
-            f"bank clock {bank_now:%Y-%m-%d %H:%M}Z"
+            f"  sandbox {bank.url} (+ {gateway.url} for {late_conn}): rotating refresh tokens, "
+            f"{args.access_token_ttl} s access tokens, bank clock {bank_now:%Y-%m-%d %H:%M}Z"
         )
         run_cli(env, "db", "migrate", log=logs / "db-migrate.log")
         phase("setup")
@@ -645,13 +693,11 @@ def main(argv: list[str] | None = None) -> int:
         phase("services_up")
 
         say("Connections, pool and Variable through the REST API")
-        customers = {c["customerId"]: c for c in sandbox.customers()}
         accounts = {
-            conn_id: [a["accountId"] for a in sandbox.truth_accounts(customer)]
-            for conn_id, customer in CONSENTS.items()
+            conn_id: [a["accountId"] for a in banks[conn_id].truth_accounts(customer)]
+            for conn_id, customer in customers.items()
         }
-        for conn_id, customer in CONSENTS.items():
-            assert customer in customers, customer
+        for conn_id, customer in customers.items():
             api.call(
                 "POST",
                 "/connections",
@@ -659,12 +705,12 @@ def main(argv: list[str] | None = None) -> int:
                     "connection_id": conn_id,
                     "conn_type": "openbanking",
                     "description": f"Sandbox consent of {customer}",
-                    "host": sandbox.url,
+                    "host": banks[conn_id].url,
                     "login": "demo-client",
                     "password": "demo-secret",
                     "extra": json.dumps(
                         {
-                            "refresh_token": sandbox.grant_consent(customer),
+                            "refresh_token": banks[conn_id].grant_consent(customer),
                             "provider_id": "1000",
                             "scopes": "ACCOUNT_BASIC ACCOUNT_DETAILED TRANSACTIONS",
                             "redirect_uri": "http://127.0.0.1:8976/callback",
@@ -706,27 +752,29 @@ def main(argv: list[str] | None = None) -> int:
         wait_for(f"{MAIN_DAG} to be parsed", dag_parsed, timeout=300)
         phase("configured")
 
-        # The bank's token endpoint is down when the runs start: every consent sensor's first check
-        # fails, so the sensors defer. The outage ends as soon as one has deferred.
-        sandbox.inject({"kind": "status", "status": 503, "path": "/api/v1/token", "count": 1_000_000})
+        # The late consent's token endpoint is down when the runs start: its sensor's own check
+        # fails, so it defers (`[operators] default_deferrable`) and waits in the triggerer.
+        gateway.inject({"kind": "status", "status": 503, "path": "/api/v1/token", "count": 1_000_000})
         api.call("PATCH", f"/dags/{MAIN_DAG}", json={"is_paused": False})
         triggered = []
-        for logical in dates:
-            run = api.call(
-                "POST",
-                f"/dags/{MAIN_DAG}/dagRuns",
-                json={
-                    "dag_run_id": f"e2e__{logical:%Y-%m-%d}",
-                    "logical_date": logical.isoformat(),
-                    "note": "triggered by make e2e",
-                },
-            )
-            triggered.append(run["dag_run_id"])
-        say(f"Unpaused {MAIN_DAG}; triggered {', '.join(triggered)} (token endpoint down: 503)")
+        for i, logical in enumerate(dates):
+            body: dict[str, Any] = {
+                "dag_run_id": f"e2e__{logical:%Y-%m-%d}",
+                "logical_date": logical.isoformat(),
+                "note": "triggered by make e2e",
+            }
+            if i == len(dates) - 1:
+                body["conf"] = {"conn_ids": [*CONSENTS, late_conn]}
+            triggered.append(api.call("POST", f"/dags/{MAIN_DAG}/dagRuns", json=body)["dag_run_id"])
+        say(
+            f"Unpaused {MAIN_DAG}; triggered {', '.join(triggered)} "
+            f"(the last one with {late_conn}, whose token endpoint is down)"
+        )
 
         deferred: dict[str, Any] = {}
         outage_started = time.monotonic()
         outage_over = False
+        deferred_seen = 0.0
         runs_deadline = time.monotonic() + args.runs_timeout
         last_report = ""
         runs: list[dict[str, Any]] = []
@@ -734,15 +782,28 @@ def main(argv: list[str] | None = None) -> int:
             procs.check_alive()
             runs = api.dag_runs(MAIN_DAG)
             if not outage_over:
-                for ti in api.task_instances(MAIN_DAG, state="deferred"):
-                    deferred = {k: ti.get(k) for k in ("dag_run_id", "task_id", "map_index", "try_number")}
-                    break
-                if deferred or time.monotonic() - outage_started > args.outage_timeout:
-                    sandbox.clear_faults()
+                if not deferred:
+                    for ti in api.task_instances(MAIN_DAG, state="deferred"):
+                        deferred = {
+                            k: ti.get(k) for k in ("dag_run_id", "task_id", "map_index", "try_number")
+                        }
+                        deferred_seen = time.monotonic()
+                        say(f"  deferred: {deferred}")
+                        break
+                # End the outage once the scheduler has taken note of the deferral (see
+                # defer_exit_processed); the trigger's check, still retrying, then succeeds.
+                if (
+                    deferred
+                    and (
+                        defer_exit_processed(logs / "scheduler.log", deferred)
+                        or time.monotonic() - deferred_seen > 120
+                    )
+                ) or time.monotonic() - outage_started > args.outage_timeout:
+                    gateway.clear_faults()
                     outage_over = True
                     say(
-                        f"  token endpoint back up after {time.monotonic() - outage_started:.0f} s"
-                        + (f"; deferred: {deferred}" if deferred else "; NO sensor deferred")
+                        f"  {late_conn}'s token endpoint back up after {time.monotonic() - outage_started:.0f} s"
+                        + ("" if deferred else "; NO sensor deferred")
                     )
             report = ", ".join(f"{r['dag_run_id']}={r['state']}" for r in runs)
             if report != last_report:
@@ -761,7 +822,14 @@ def main(argv: list[str] | None = None) -> int:
         summary["runs"] = [
             {
                 k: r.get(k)
-                for k in ("dag_run_id", "run_type", "state", "data_interval_start", "data_interval_end")
+                for k in (
+                    "dag_run_id",
+                    "run_type",
+                    "state",
+                    "data_interval_start",
+                    "data_interval_end",
+                    "conf",
+                )
             }
             for r in runs
         ]
@@ -784,23 +852,25 @@ def main(argv: list[str] | None = None) -> int:
                 else ""
             ),
         )
-        check_warehouse(checks, sandbox, HOME / "warehouse.db", runs, accounts)
+        windows = run_windows(runs, list(CONSENTS))
+        check_warehouse(checks, HOME / "warehouse.db", windows, banks, accounts)
         check_triggerer(checks, deferred, tis_by_run)
-        counters = sandbox.counters()
+        counters = {"bank": bank.counters(), "gateway": gateway.counters()}
         summary["sandbox_counters"] = counters
-        grants = counters.get("token_grants", {})
+        invalid = {k: c.get("invalid_grant") for k, c in counters.items()}
+        refreshes = {k: c.get("token_grants", {}).get("refresh_token", 0) for k, c in counters.items()}
         checks.add(
             "sandbox answered no invalid_grant",
-            counters.get("invalid_grant", -1) == 0 and grants.get("refresh_token", 0) > 0,
-            f"invalid_grant={counters.get('invalid_grant')}, refresh grants={grants.get('refresh_token')}, "
-            f"503s during the outage={counters.get('status', {}).get('503', 0)}, "
-            f"API requests={sum(counters.get('requests', {}).values())}",
+            all(v == 0 for v in invalid.values()) and all(v > 0 for v in refreshes.values()),
+            f"invalid_grant {invalid}, refresh grants (each rotating the refresh token) {refreshes}, "
+            f"503s of the outage {counters['gateway'].get('status', {}).get('503', 0)}, API requests "
+            f"{ {k: sum(c.get('requests', {}).values()) for k, c in counters.items()} }",
         )
         stored = api.call("GET", "/variables", params={"limit": 100})
         keys = sorted(v["key"] for v in stored.get("variables", []))
         checks.add(
             "rotated refresh tokens are kept in the token-store Variables",
-            all(f"openbanking_token__{c}" in keys for c in CONSENTS),
+            all(f"openbanking_token__{c}" in keys for c in customers),
             f"Variables: {keys}",
         )
         phase("checks")
@@ -837,7 +907,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.alarm(0)
         say("Stopping every service started here")
         procs.stop_all()
-        sandbox.stop()
+        bank.stop()
+        gateway.stop()
         leftovers = procs.sweep()
         if leftovers:
             say(f"  killed {len(leftovers)} leftover process(es): {leftovers}")
