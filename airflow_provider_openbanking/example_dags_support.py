@@ -176,6 +176,7 @@ def load_transactions(
     failed landed nothing and keep their rows; skipped accounts (704/705) too.
     """
     warehouse = TransactionsWarehouse(sql_conn_id, table)
+    warehouse.ensure_table()  # downstream readers find the table even when nothing landed yet
     windows: list[dict[str, Any]] = []
     for result in _as_results(results):
         conn_id = str(result["conn_id"])
@@ -193,7 +194,7 @@ def load_transactions(
         "windows": len(windows),
         "inserted": sum(w["inserted"] for w in windows),
         "deleted": sum(w["deleted"] for w in windows),
-        "rows": warehouse.count() if windows else None,
+        "rows": warehouse.count(),
     }
 
 
