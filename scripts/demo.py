@@ -201,7 +201,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--ui", action="store_true", help="afterwards keep the sandbox up and run `airflow standalone`"
     )
     p.add_argument("--ui-port", type=int, default=0, help="API server port for --ui (default: a free one)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.customers < 2:
+        p.error("--customers must be at least 2 (the demo uses two consents)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
