@@ -34,7 +34,7 @@ WHY_NOT_MET = {
     ),
     "4.": (
         "**Token economy, short tokens.** The hook replaces a cached token once it has less than "
-        "min(30 s, lifetime / 5) left, so with 5 s tokens a token serves 4 s and a task of 2-3 "
+        "min(30 s, lifetime / 10) left, so with 5 s tokens a token serves 4.5 s and a task of 2-3 "
         "lifetimes asks for one more token than ceil(duration / lifetime). With 300 s tokens every "
         "task process asks for exactly one, and threads share it (benchmark 2). Meeting the target "
         "for 5 s tokens would mean using tokens closer to their expiry (a smaller skew for short "

@@ -214,9 +214,9 @@ def run(sizes: Sizes) -> Section:
             f"The `land_transactions` tasks last {min(durations):.1f}-{max(durations):.1f} s "
             f"({median(durations) / ttl:.1f} lifetimes of {ttl} s) and ask for "
             f"{median(t['grants'] for t in long_tasks):.0f} tokens each ({per_lifetime:.2f} per lifetime). "
-            "The hook replaces a cached token once it has less than min(30 s, lifetime / 5) left (1 s "
-            "here), so a token serves 4/5 of its lifetime and a task asks for 1 + floor(duration / "
-            "(0.8 x lifetime)) tokens. Threads share one token: in benchmark 2 every run, 8 workers "
-            "included, used the process's single token.",
+            "The hook replaces a cached token once it has less than min(30 s, lifetime / 10) left "
+            f"({min(30.0, ttl / 10):g} s here), so a token serves 9/10 of its lifetime and a task asks for "
+            "1 + floor(duration / (0.9 x lifetime)) tokens. Threads share one token: in benchmark 2 every "
+            "run, 8 workers included, used the process's single token.",
         ]
     return Section("4. Token economy", figures, "\n".join(lines))

@@ -64,7 +64,8 @@ from airflow_provider_openbanking.transport import RetryPolicy, Transport, path_
 log = logging.getLogger(__name__)
 
 RESULT_TYPES = ("lightweight", "details")
-#: How long before expiry a cached access token is replaced (capped to a fifth of its lifetime).
+#: How long before expiry a cached access token is replaced (capped to a tenth of its lifetime, so
+#: short-lived tokens are used for 90% of their life; a 401 from a clock skew is refreshed and replayed).
 EXPIRY_SKEW_SECONDS = 30.0
 
 
@@ -307,7 +308,7 @@ class OpenBankingHook(BaseHook):
 
     @staticmethod
     def _skew(token: _AccessToken) -> float:
-        return min(EXPIRY_SKEW_SECONDS, token.lifetime / 5)
+        return min(EXPIRY_SKEW_SECONDS, token.lifetime / 10)
 
     def _cache_key(self, kind: str) -> str:
         cfg = self.config

@@ -32,7 +32,6 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_openbanking.exceptions import AccountUnavailableError, ConsentRequiredError
 from airflow_provider_openbanking.fdx import mask_account_number, mask_account_numbers
-from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
 from airflow_provider_openbanking.landing import (
     AtomicWriter,
     JsonLinesWriter,
@@ -45,7 +44,10 @@ from airflow_provider_openbanking.pagination import PageStats
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-DEFAULT_CONN_ID = OpenBankingHook.default_conn_name
+    from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
+
+# The hook (and requests, tenacity) is imported at execute time, not when a DAG file is parsed.
+DEFAULT_CONN_ID = "openbanking_default"
 DEFAULT_LOOKBACK = dt.timedelta(days=14)
 DEFAULT_MAX_WORKERS = 4
 STATEMENT_FILES_DATASET = "statement_files"
@@ -215,6 +217,8 @@ class _OpenBankingBaseOperator(BaseOperator):
             end.isoformat(),
             destination,
         )
+        from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
+
         hook = OpenBankingHook(self.openbanking_conn_id)
         started = time.monotonic()
         try:

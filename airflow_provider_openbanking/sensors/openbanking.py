@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout, AirflowSkipException
 
-from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
 from airflow_provider_openbanking.triggers.openbanking import (
     OpenBankingTokenTrigger,
     TokenCheck,
@@ -61,7 +60,7 @@ class OpenBankingTokenSensor(BaseSensorOperator):
     def __init__(
         self,
         *,
-        openbanking_conn_id: str = OpenBankingHook.default_conn_name,
+        openbanking_conn_id: str = "openbanking_default",
         min_ttl: float = 60,
         deferrable: bool = _default_deferrable(),
         **kwargs: Any,

@@ -17,7 +17,6 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from asgiref.sync import sync_to_async
 
 from airflow_provider_openbanking.exceptions import ConsentRequiredError, TransientApiError
-from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
 
 
 @dataclass(frozen=True)
@@ -40,6 +39,9 @@ def check_access_token(openbanking_conn_id: str, min_ttl: float) -> TokenCheck:
     that live less than ``min_ttl``, the freshly minted token counts as good enough (waiting could
     never do better).
     """
+    # Imported here so that parsing a DAG that uses the sensor does not import requests & co.
+    from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
+
     hook = OpenBankingHook(openbanking_conn_id)
     try:
         hook.get_access_token(min_ttl)

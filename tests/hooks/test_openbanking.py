@@ -335,7 +335,7 @@ def test_refresh_before_expiry(make_conn, sandbox):
     hook = OpenBankingHook(make_conn())
     first = hook.get_access_token()
     assert hook.get_access_token() == first
-    time.sleep(1.7)  # inside the skew window (a fifth of the lifetime) before expiry
+    time.sleep(1.85)  # inside the skew window (a tenth of the lifetime) before expiry
     assert hook.get_access_token() != first
     assert sandbox.counters()["status"].get("401", 0) == 0
 
