@@ -55,7 +55,9 @@ def make_conn(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[MakeCon
         host: str | None = None,
         **extra: Any,
     ) -> str:
-        token = refresh_token if refresh_token is not None else sandbox.grant_consent(customer_id, consent_scopes)
+        token = (
+            refresh_token if refresh_token is not None else sandbox.grant_consent(customer_id, consent_scopes)
+        )
         extras = {
             "refresh_token": token,
             "redirect_uri": REDIRECT_URI,
