@@ -56,7 +56,9 @@ def test_success_event_without_blocking_the_event_loop(openbanking_conn, sandbox
     assert event.payload["status"] == "success" and 200 < event.payload["ttl"] <= 300
     assert event.payload["short_lived"] is False
     assert elapsed >= 0.4
-    assert ticks >= elapsed / 0.05 * 0.5  # the loop kept running while the hook waited on the bank
+    # A blocked loop would tick 0 times (the ticker is cancelled as soon as the event arrives);
+    # a few ticks prove the loop ran while the hook waited on the bank, whatever the machine's load.
+    assert ticks >= 3, (ticks, elapsed)
     assert set(event.payload) == {"status", "ttl", "short_lived", "attempts"}  # never a token
 
 
