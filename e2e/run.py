@@ -33,6 +33,7 @@ import argparse
 import base64
 import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import secrets
@@ -596,6 +597,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=600,
         help="end the token-endpoint outage after this long even if no sensor deferred (a failure)",
     )
+    p.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=900,
+        help="wait this long for another make e2e in the same checkout to finish",
+    )
     p.add_argument("--no-browser", action="store_true", help="skip the UI screenshots")
     p.add_argument(
         "--hold",
@@ -604,6 +611,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="keep everything running this many seconds after the checks (to look at the UI)",
     )
     return p.parse_args(argv)
+
+
+def take_lock(timeout: float) -> int:
+    """One ``make e2e`` at a time per checkout (they share .e2e-home/ and e2e-artifacts/): an
+    exclusive flock on the e2e/ directory, waited for at most ``timeout`` seconds."""
+    fd = os.open(Path(__file__).resolve().parent, os.O_RDONLY)
+    deadline = time.monotonic() + timeout
+    waiting = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise SystemExit(
+                    f"another `make e2e` in this checkout is still running after {timeout:.0f} s"
+                ) from None
+            if not waiting:
+                say("  another `make e2e` runs in this checkout: waiting for it")
+                waiting = True
+            time.sleep(2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -616,11 +645,14 @@ def main(argv: list[str] | None = None) -> int:
     def on_alarm(signum: int, frame: Any) -> None:
         raise E2ETimeout(f"overall timeout of {args.timeout:.0f} s")
 
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, lambda s, f: (_ for _ in ()).throw(E2ETimeout("terminated (SIGTERM)")))
-    signal.alarm(int(args.timeout))
+    def on_term(signum: int, frame: Any) -> None:
+        raise E2ETimeout("terminated (SIGTERM)")
 
     say(f"Open Banking provider under Airflow's real services (run {run_id})")
+    lock = take_lock(args.lock_timeout)  # noqa: F841 - held (open) until the process exits
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.alarm(int(args.timeout))
     for path in (HOME, ARTIFACTS):
         if path.exists():
             shutil.rmtree(path)
