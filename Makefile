@@ -43,4 +43,4 @@ e2e: install
 	$(PY) e2e/run.py $(E2E_ARGS)
 
 clean:
-	rm -rf airflow-home .airflow-test build *.egg-info .mypy_cache .ruff_cache .pytest_cache landing
+	rm -rf airflow-home .airflow-test .e2e-home e2e-artifacts build *.egg-info .mypy_cache .ruff_cache .pytest_cache landing

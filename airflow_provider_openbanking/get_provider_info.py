@@ -16,6 +16,8 @@ ALL_SCOPES = (
     "CUSTOMER_CONTACT CUSTOMER_PERSONAL"
 )
 
+# Numbers are declared as strings: the 3.3 UI draws only string and boolean extra fields, and the
+# hook parses (and validates) numbers given as strings.
 CONN_FIELDS: dict[str, dict[str, Any]] = {
     "refresh_token": {
         "label": "Refresh token",
@@ -41,12 +43,12 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     "page_size": {
         "label": "Page size",
         "description": "Records per page requested from FDX list endpoints (limit). Default: server's.",
-        "schema": {"type": ["integer", "null"]},
+        "schema": {"type": ["string", "null"]},
     },
     "timeout": {
         "label": "Timeout (s)",
         "description": "Timeout of every HTTP call in seconds. Default 60.",
-        "schema": {"type": ["number", "null"]},
+        "schema": {"type": ["string", "null"]},
     },
 }
 
