@@ -55,10 +55,16 @@ def landing_base_url() -> str:
 
 
 def landed_asset(dataset: str) -> Asset:
-    """The Asset of one landed dataset: every file under ``<destination>/<dataset>/``."""
+    """The Asset of one landed dataset: every file under ``<destination>/<dataset>/``.
+
+    Its URI names the dataset, not the storage location: an Asset's identity must not change when
+    ``landing_destination`` does (a name bound to two URIs leaves one of them inactive and fails
+    the producing task). Where the files are is reported per file through OpenLineage, and is
+    :func:`landing_base_url` + ``/<dataset>``.
+    """
     return Asset(
         name=f"openbanking_{dataset}_files",
-        uri=f"{landing_base_url()}/{dataset}",
+        uri=f"openbanking://landing/{dataset}",
         group="openbanking",
     )
 
