@@ -87,8 +87,23 @@ class OpenBankingTokenSensor(BaseSensorOperator):
         self.log.info("Connection %r: customer access token valid for %.0f s", self.openbanking_conn_id, ttl)
         return {"conn_id": self.openbanking_conn_id, "ttl": ttl}
 
+    def _check(self) -> TokenCheck:
+        """One check; a missing or malformed connection fails at once (no retry can fix it)."""
+        from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
+
+        from airflow_provider_openbanking.exceptions import ConnectionConfigError
+
+        try:
+            return check_access_token(self.openbanking_conn_id, self.min_ttl)
+        except AirflowNotFoundException as exc:
+            raise AirflowFailException(
+                f"Connection {self.openbanking_conn_id!r} does not exist: create it (see README) -- {exc}"
+            ) from None
+        except ConnectionConfigError as exc:
+            raise AirflowFailException(str(exc)) from None
+
     def poke(self, context: Context) -> bool | PokeReturnValue:
-        check = check_access_token(self.openbanking_conn_id, self.min_ttl)
+        check = self._check()
         if check.ok:
             return PokeReturnValue(is_done=True, xcom_value=self._result(check))
         self._last_reason = check.reason
@@ -119,7 +134,7 @@ class OpenBankingTokenSensor(BaseSensorOperator):
     # -- deferrable ------------------------------------------------------------------------------
 
     def _execute_deferrable(self, context: Context) -> Any:
-        check = check_access_token(self.openbanking_conn_id, self.min_ttl)
+        check = self._check()
         if check.ok:
             return self._result(check)
         self.log.info(
