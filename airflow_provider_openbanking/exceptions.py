@@ -65,6 +65,21 @@ class ApiError(OpenBankingError):
         self.retry_after = retry_after
         super().__init__(self._render())
 
+    def recast(
+        self, cls: type[ApiError] | None = None, *, api_message: str | None = None, hint: str | None = None
+    ) -> ApiError:
+        """The same response as another error class, or with another message or hint."""
+        return (cls or type(self))(
+            self.endpoint,
+            self.status,
+            self.code,
+            self.api_message if api_message is None else api_message,
+            correlation_id=self.correlation_id,
+            trace_id=self.trace_id,
+            hint=self.hint if hint is None else hint,
+            retry_after=self.retry_after,
+        )
+
     def _render(self) -> str:
         parts = [f"{self.endpoint} failed"]
         if self.status is not None:

@@ -305,13 +305,8 @@ class Transport:
                         "%s: access token refused (HTTP 401); refreshed it and replaying", error.endpoint
                     )
                     continue
-                raise AccessTokenRejectedError(
-                    error.endpoint,
-                    error.status,
-                    error.code,
-                    error.api_message,
-                    correlation_id=error.correlation_id,
-                    trace_id=error.trace_id,
+                raise error.recast(
+                    AccessTokenRejectedError,
                     hint="A freshly refreshed access token was refused too: check the client id/secret "
                     "and that the API base URL is right",
                 )

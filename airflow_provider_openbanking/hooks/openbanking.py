@@ -379,13 +379,9 @@ class OpenBankingHook(BaseHook):
                     log.info("Refresh token was rotated by another worker; retrying with the stored one")
                     token = newer
                     continue
-                raise ConsentRequiredError(
-                    exc.endpoint,
-                    exc.status,
-                    exc.code,
-                    "the refresh token was rejected (revoked, lapsed after 30 idle days, or already rotated)",
-                    correlation_id=exc.correlation_id,
-                    trace_id=exc.trace_id,
+                raise exc.recast(
+                    ConsentRequiredError,
+                    api_message="the refresh token was rejected (revoked, lapsed after 30 idle days, or already rotated)",
                     hint=ConsentRequiredError.hint_for(self.openbanking_conn_id),
                 ) from None
             new_refresh = data.get("refresh_token")
@@ -548,13 +544,8 @@ class OpenBankingHook(BaseHook):
             if exc.code == "invalid_client":
                 raise self._client_error(exc) from None
             if exc.status in (400, 401, 403):
-                raise ApiError(
-                    exc.endpoint,
-                    exc.status,
-                    exc.code,
-                    exc.api_message,
-                    correlation_id=exc.correlation_id,
-                    trace_id=exc.trace_id,
+                raise exc.recast(
+                    ApiError,
                     hint="The code was refused: codes are single-use and short-lived, and redirect_uri "
                     "must equal the one used at /authorize. Start the authorization again",
                 ) from None
