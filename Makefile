@@ -27,7 +27,8 @@ typecheck: install
 pytest: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+# e2e runs Airflow's real services and headless Chromium (installed with apt: needs root or sudo).
+test: lint typecheck pytest e2e
 
 demo: install
 	$(PY) scripts/demo.py

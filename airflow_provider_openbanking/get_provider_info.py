@@ -21,8 +21,9 @@ ALL_SCOPES = (
 CONN_FIELDS: dict[str, dict[str, Any]] = {
     "refresh_token": {
         "label": "Refresh token",
-        "description": "The customer's refresh token (seed step 3). Written by `airflow-openbanking "
-        "authorize`; rotated tokens are kept in the token store, not here.",
+        "description": "The customer's refresh token, if you have one. `airflow-openbanking authorize` "
+        "stores a new consent (and the hook every rotated token) in the Variable "
+        "openbanking_token__<conn_id> instead; a new value here wins over what is stored.",
         "schema": {"type": ["string", "null"], "format": "password"},
     },
     "provider_id": {
