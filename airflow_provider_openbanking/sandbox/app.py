@@ -23,7 +23,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
-from urllib.parse import parse_qsl, unquote_plus, urlencode, urlparse
+from urllib.parse import parse_qsl, quote, unquote, unquote_plus, urlencode, urlparse
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -223,6 +223,71 @@ def _has_offset(scope: Scope) -> bool:
     return any(k == "offset" and v for k, v in parse_qsl(query))
 
 
+#: Faults that alter the real response instead of replacing it.
+ALTERING_FAULTS = frozenset({"repeat_offset", "corrupt", "oversized"})
+
+
+def _unalias_path(scope: Scope, sb: Sandbox) -> Scope:
+    """Route a request for an aliased (served) id to the real one.
+
+    Segments are compared percent-decoded one by one on the *raw* path, so a served id holding
+    ``/`` or ``..`` arrives as one (encoded) segment; any other path is left untouched.
+    """
+    raw: bytes = scope.get("raw_path") or scope["path"].encode()
+    segments = raw.split(b"/")
+    changed = False
+    for i, segment in enumerate(segments):
+        if not segment:
+            continue
+        real = sb.unalias(unquote(segment.decode("latin-1")))
+        if real != unquote(segment.decode("latin-1")):
+            segments[i] = quote(real, safe="").encode()
+            changed = True
+    if not changed:
+        return scope
+    new_raw = b"/".join(segments)
+    return {**scope, "raw_path": new_raw, "path": unquote(new_raw.decode("latin-1"))}
+
+
+def _is_json(start: Message) -> bool:
+    for name, value in start.get("headers", []):
+        if name.lower() == b"content-type":
+            return b"json" in value.lower()
+    return False
+
+
+def _alias_body(body: bytes, aliases: dict[str, str]) -> bytes:
+    """Replace every JSON string equal to a real id by its alias (exact values only)."""
+    for real, served in aliases.items():
+        body = body.replace(json.dumps(real).encode(), json.dumps(served).encode())
+    return body
+
+
+def _corrupt(body: bytes, fault: dict[str, Any]) -> bytes:
+    """The first record of the response's list (or the object itself) with ``fault["set"]``
+    fields overwritten, or replaced by ``fault["record"]``: wrong types from a buggy server."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(doc, dict):
+        return body
+    items = next(
+        (v for k, v in doc.items() if k not in ("page", "links") and isinstance(v, list) and v), None
+    )
+    if "record" in fault:
+        if items is None:
+            return dumps(fault["record"])
+        items[0] = fault["record"]
+        return dumps(doc)
+    target: Any = items[0] if items is not None else doc
+    if isinstance(target, dict) and len(target) == 1 and isinstance(next(iter(target.values())), dict):
+        target = next(iter(target.values()))  # the FDX 5 type wrapper
+    if isinstance(target, dict):
+        target.update(fault.get("set") or {})
+    return dumps(doc)
+
+
 class _DropFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "without completing response" not in record.getMessage()
@@ -241,6 +306,9 @@ class SandboxMiddleware:
             await self.app(scope, receive, send)
             return
         sb = self.sb
+        aliased = bool(sb.knobs.id_aliases)
+        if aliased and scope["path"].startswith(("/api/", "/_files/")):
+            scope = _unalias_path(scope, sb)
         path: str = scope["path"]
         method: str = scope["method"]
         interaction = ""
@@ -270,9 +338,10 @@ class SandboxMiddleware:
                 await asyncio.sleep(sb.knobs.latency_ms / 1000)
             if path.startswith("/api/"):
                 # a pagination loop needs a request offset to repeat: only requests carrying one qualify
-                loopable = method == "GET" and template in PAGINATED and _has_offset(scope)
-                fault = sb.take_fault(method, path, loopable)
-                if fault is not None and fault["kind"] != "repeat_offset":
+                has_offset = _has_offset(scope)
+                loopable = method == "GET" and template in PAGINATED and has_offset
+                fault = sb.take_fault(method, path, loopable, has_offset)
+                if fault is not None and fault["kind"] not in ALTERING_FAULTS:
                     await self._fault(fault, send, extra)
                     return
 
@@ -289,7 +358,9 @@ class SandboxMiddleware:
 
         try:
             if fault is not None:
-                await self._repeat_offset(scope, receive, send_wrapper)
+                await self._alter(fault, scope, receive, send_wrapper)
+            elif aliased and path.startswith(("/api/", "/_admin/truth/", "/_admin/customers")):
+                await self._alter(None, scope, receive, send_wrapper)
             else:
                 await self.app(scope, receive, send_wrapper)
         except Exception:
@@ -362,8 +433,9 @@ class SandboxMiddleware:
             body = _HTML_BODY.replace("{status}", str(status)).encode()
             await self._send(send, status, body, extra, b"text/html")
 
-    async def _repeat_offset(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve the real page, but with ``nextOffset`` equal to the request's own offset."""
+    async def _alter(self, fault: dict[str, Any] | None, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the real response, altered by ``fault`` (``repeat_offset``, ``corrupt``,
+        ``oversized``) and with real ids replaced by their aliases (knob ``id_aliases``)."""
         messages: list[Message] = []
 
         async def capture(message: Message) -> None:
@@ -372,7 +444,15 @@ class SandboxMiddleware:
         await self.app(scope, receive, capture)
         start = messages[0]
         body = b"".join(m.get("body", b"") for m in messages[1:])
-        if start["status"] == 200:
+        kind = fault["kind"] if fault else None
+        if self.sb.knobs.id_aliases and _is_json(start):
+            body = _alias_body(body, self.sb.knobs.id_aliases)
+        if kind == "corrupt" and start["status"] == 200:
+            body = _corrupt(body, fault or {})
+        if kind == "oversized":
+            await self._oversized(start, body, fault or {}, send)
+            return
+        if kind == "repeat_offset" and start["status"] == 200:
             try:
                 doc = json.loads(body)
             except ValueError:
@@ -391,6 +471,24 @@ class SandboxMiddleware:
         headers.append((b"content-length", b"%d" % len(body)))
         await send({**start, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    async def _oversized(self, start: Message, body: bytes, fault: dict[str, Any], send: Send) -> None:
+        """The real response followed by ``fault["bytes"]`` of JSON whitespace (still a valid
+        document), with a ``Content-Length`` or, with ``chunked``, streamed without one."""
+        padding = int(fault.get("bytes") or 0)
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        chunked = bool(fault.get("chunked"))
+        if not chunked:
+            headers.append((b"content-length", b"%d" % (len(body) + padding)))
+        await send({**start, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+        block = b" " * 65536
+        while padding > 0:
+            piece = block[: min(padding, len(block))]
+            padding -= len(piece)
+            await send({"type": "http.response.body", "body": piece, "more_body": padding > 0})
+        if not fault.get("bytes"):
+            await send({"type": "http.response.body", "body": b""})
 
 
 # ---- application -----------------------------------------------------------------------------
@@ -764,7 +862,7 @@ def create_app(sandbox: Sandbox) -> FastAPI:
         at = customer_token(request, "ACCOUNT_BASIC" if result_type == "lightweight" else "ACCOUNT_DETAILED")
         selected = customer_of(at).accounts
         if q.get("accountIds"):
-            wanted = {x.strip() for x in q["accountIds"].split(",") if x.strip()}
+            wanted = {sb.unalias(x.strip()) for x in q["accountIds"].split(",") if x.strip()}
             selected = [a for a in selected if a.account_id in wanted]
             if not selected:
                 return fdx_error(
@@ -1002,12 +1100,22 @@ def create_app(sandbox: Sandbox) -> FastAPI:
         sb.reset()
         return json_response({"status": "reset"})
 
+    @app.get("/_admin/issued")
+    async def issued() -> Response:
+        return json_response({kind: list(values) for kind, values in sb.issued.items()})
+
     @app.post("/_admin/tokens/expire")
-    async def expire_tokens() -> Response:
-        count = len(sb.access_tokens)
-        for at in sb.access_tokens.values():
+    async def expire_tokens(request: Request) -> Response:
+        raw = request.query_params.get("older_than")
+        try:
+            older_than = float(raw) if raw else 0.0
+        except ValueError:
+            raise KnobError(f"older_than: expected seconds, got {raw!r}") from None
+        cutoff = time.monotonic() - older_than
+        expired = [at for at in sb.access_tokens.values() if at.issued_at <= cutoff]
+        for at in expired:
             at.expires_at = 0.0
-        return json_response({"expired": count})
+        return json_response({"expired": len(expired)})
 
     @app.post("/_admin/clients")
     async def register_client(request: Request) -> Response:
@@ -1104,7 +1212,7 @@ def create_app(sandbox: Sandbox) -> FastAPI:
     @app.get("/_admin/truth/transactions")
     async def truth_transactions(request: Request) -> Response:
         q = request.query_params
-        acct = bank.account_by_id.get(q.get("account_id", ""))
+        acct = bank.account_by_id.get(sb.unalias(q.get("account_id", "")))
         if acct is None:
             return json_response({"error": f"unknown account {q.get('account_id')!r}"}, 404)
         try:

@@ -6,6 +6,7 @@ reading and writing this state.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import re
 import secrets
@@ -28,7 +29,7 @@ SCOPES = (
 )
 GRANT_TYPES = ("client_credentials", "authorization_code", "refresh_token")
 CONSENT_MODES = ("approve", "deny", "prompt")
-FAULT_KINDS = ("status", "drop", "malformed", "html", "repeat_offset")
+FAULT_KINDS = ("status", "drop", "malformed", "html", "repeat_offset", "oversized", "corrupt")
 DEMO_CLIENT_ID = "demo-client"
 DEMO_CLIENT_SECRET = "demo-secret"
 PROVIDERS = (
@@ -110,6 +111,9 @@ class Knobs:
     statement_processing: int = 0
     transactions_per_account: int = 400
     account_transactions: dict[str, int] = field(default_factory=dict)
+    #: ``{real id: served id}``: the server names an account or a statement ``served id`` instead
+    #: (hostile ids holding ``/``, ``..`` or URL syntax), in bodies and in request paths.
+    id_aliases: dict[str, str] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -147,10 +151,25 @@ class Knobs:
                         raise KnobError(f"account_transactions: unknown account {acc!r}")
                     _as_number(name, n, int)
                 staged[name] = {str(k): int(v) for k, v in value.items()}
+            elif name == "id_aliases":
+                staged[name] = _check_aliases(value, bank)
             else:
                 staged[name] = _as_number(name, value, float)
         for name, value in staged.items():
             setattr(self, name, value)
+
+
+def _check_aliases(value: Any, bank: Bank) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise KnobError("id_aliases: expected {real id: served id}")
+    out: dict[str, str] = {}
+    for real, served in value.items():
+        if not isinstance(served, str) or not served or not real:
+            raise KnobError(f"id_aliases: {real!r} -> {served!r}: ids must be non-empty strings")
+        if served in bank.account_by_id or served in out.values():
+            raise KnobError(f"id_aliases: served id {served!r} is already an id")
+        out[str(real)] = served
+    return out
 
 
 @dataclass
@@ -216,6 +235,7 @@ class AccessToken:
     consent: Consent | None
     scopes: frozenset[str]
     expires_at: float  # monotonic
+    issued_at: float = field(default_factory=time.monotonic)
 
 
 def new_counters() -> dict[str, Any]:
@@ -226,6 +246,10 @@ def new_counters() -> dict[str, Any]:
         "status": {},
         "faults_injected": 0,
     }
+
+
+def _new_issued() -> dict[str, collections.deque[str]]:
+    return {kind: collections.deque(maxlen=10_000) for kind in ("access_tokens", "refresh_tokens", "codes")}
 
 
 def normalize_scopes(value: Any) -> tuple[str, ...]:
@@ -257,6 +281,8 @@ class Sandbox:
         self.access_tokens: dict[str, AccessToken] = {}
         self.faults: list[dict[str, Any]] = []
         self.counters: dict[str, Any] = new_counters()
+        #: Every secret handed out since the last reset (tests check that none leaks).
+        self.issued: dict[str, collections.deque[str]] = _new_issued()
         self._issued = 0
         self.reset()
 
@@ -265,6 +291,7 @@ class Sandbox:
     def reset(self) -> None:
         self.knobs = Knobs(**{f.name: getattr(self.startup, f.name) for f in fields(self.startup)})
         self.knobs.account_transactions = dict(self.startup.account_transactions)
+        self.knobs.id_aliases = dict(self.startup.id_aliases)
         self.clients = {
             DEMO_CLIENT_ID: Client(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, [], loopback_any=True),
         }
@@ -275,6 +302,7 @@ class Sandbox:
         self.access_tokens.clear()
         self.faults.clear()
         self.counters = new_counters()
+        self.issued = _new_issued()
 
     @property
     def now(self) -> int:
@@ -307,6 +335,7 @@ class Sandbox:
         if self._issued % 1000 == 0:
             self._prune()
         token = secrets.token_urlsafe(32)
+        self.issued["access_tokens"].append(token)
         expires = time.monotonic() + self.knobs.access_token_ttl
         self.access_tokens[token] = AccessToken(token, client_id, consent, frozenset(scopes), expires)
         return token
@@ -331,6 +360,7 @@ class Sandbox:
 
     def new_code(self, client_id: str, redirect_uri: str, customer_id: str, scopes: tuple[str, ...]) -> str:
         code = secrets.token_urlsafe(24)
+        self.issued["codes"].append(code)
         self.codes[code] = AuthCode(
             client_id, redirect_uri, customer_id, scopes, time.monotonic() + self.knobs.code_ttl
         )
@@ -368,6 +398,7 @@ class Sandbox:
             refresh_token=secrets.token_urlsafe(32),
             last_used=self.now - int(idle_days * DAY),
         )
+        self.issued["refresh_tokens"].append(consent.refresh_token)
         self.consents[consent.consent_id] = consent
         self.refresh_index[consent.refresh_token] = consent
         return consent
@@ -389,6 +420,7 @@ class Sandbox:
                 self.refresh_index.pop(consent.previous_token, None)
             consent.previous_token = token
             consent.refresh_token = secrets.token_urlsafe(32)
+            self.issued["refresh_tokens"].append(consent.refresh_token)
             consent.rotated_at = time.monotonic()
             self.refresh_index[consent.refresh_token] = consent
             return consent, consent.refresh_token
@@ -437,7 +469,21 @@ class Sandbox:
             kind = spec.get("kind")
             if kind not in FAULT_KINDS:
                 raise KnobError(f"fault kind must be one of {FAULT_KINDS}, got {kind!r}")
-            known = {"kind", "status", "code", "retry_after", "count", "path", "method", "message"}
+            known = {
+                "kind",
+                "status",
+                "code",
+                "retry_after",
+                "count",
+                "path",
+                "method",
+                "message",
+                "with_offset",
+                "bytes",
+                "chunked",
+                "set",
+                "record",
+            }
             extra = sorted(set(spec) - known)
             if extra:
                 raise KnobError(f"unknown fault field(s) {extra}")
@@ -451,6 +497,16 @@ class Sandbox:
                     raise KnobError("status must be 400..599")
             elif kind == "html":
                 fault["status"] = int(_as_number("status", spec.get("status", 502), int, 400))
+            elif kind == "oversized":
+                fault["bytes"] = int(_as_number("bytes", spec.get("bytes", 2**20), int, 1))
+                fault["chunked"] = _as_bool("chunked", spec.get("chunked", False))
+            elif kind == "corrupt":
+                if ("set" in spec) == ("record" in spec):
+                    raise KnobError("a corrupt fault needs either 'set' (fields to overwrite) or 'record'")
+                if "set" in spec and not isinstance(spec["set"], dict):
+                    raise KnobError("'set' must be an object of fields")
+            if "with_offset" in spec:
+                fault["with_offset"] = _as_bool("with_offset", spec["with_offset"])
             if spec.get("retry_after") is not None:
                 fault["retry_after"] = _as_number("retry_after", spec["retry_after"], float)
             if spec.get("method"):
@@ -458,13 +514,22 @@ class Sandbox:
             staged.append(fault)
         self.faults.extend(staged)
 
-    def take_fault(self, method: str, path: str, paginated: bool) -> dict[str, Any] | None:
+    def take_fault(
+        self, method: str, path: str, paginated: bool, has_offset: bool = False
+    ) -> dict[str, Any] | None:
+        """The first pending fault matching the request (consumed), or None.
+
+        ``paginated``: a GET of a paginated endpoint carrying an offset (``repeat_offset`` needs
+        one); ``has_offset``: the request carries an offset (``with_offset`` faults need one).
+        """
         for idx, fault in enumerate(self.faults):
             if fault.get("path") and fault["path"] not in path:
                 continue
             if fault.get("method") and fault["method"] != method:
                 continue
             if fault["kind"] == "repeat_offset" and not paginated:
+                continue
+            if fault.get("with_offset") and not has_offset:
                 continue
             fault["count"] -= 1
             if fault["count"] <= 0:
@@ -474,6 +539,17 @@ class Sandbox:
         return None
 
     # ---- counters ---------------------------------------------------------------------------
+
+    def alias(self, real: str) -> str:
+        """The id the server shows for ``real`` (itself unless aliased)."""
+        return self.knobs.id_aliases.get(real, real)
+
+    def unalias(self, served: str) -> str:
+        """The real id behind a served one (itself unless it is an alias)."""
+        for real, alias in self.knobs.id_aliases.items():
+            if alias == served:
+                return real
+        return served
 
     def count_request(self, key: str) -> None:
         requests = self.counters["requests"]

@@ -164,9 +164,17 @@ class SandboxServer:
     def reset(self) -> None:
         self._call("POST", "/_admin/reset")
 
-    def expire_access_tokens(self) -> int:
-        """Make every access token issued so far expired (next data call -> 401, not 602)."""
-        return int(self._call("POST", "/_admin/tokens/expire")["expired"])
+    def issued_secrets(self) -> dict[str, list[str]]:
+        """Every access token, refresh token and authorization code issued since the last reset
+        (``{"access_tokens": [...], "refresh_tokens": [...], "codes": [...]}``)."""
+        result: dict[str, list[str]] = self._call("GET", "/_admin/issued")
+        return result
+
+    def expire_access_tokens(self, older_than: float | None = None) -> int:
+        """Make every access token issued so far (``older_than`` seconds ago or more) expired:
+        the next data call with one answers 401, not 602."""
+        params = {"older_than": older_than} if older_than else None
+        return int(self._call("POST", "/_admin/tokens/expire", params=params)["expired"])
 
     def grant_consent(
         self,

@@ -1,0 +1,372 @@
+"""Run the main example DAG against a sandbox under faults and compare what it left behind.
+
+A run is ``dag.test()`` of ``openbanking_accounts_transactions`` (the helpers of
+``tests/dags/test_example_dags_e2e.py`` are reused); its *outcome* is the warehouse table, every
+landed file (hidden ones included, so a leftover ``.partial`` counts as a difference), the task
+states and tries, and every XCom value. Two outcomes of the same interval must be identical unless
+the fault is fatal by design.
+
+``dag.test()`` runs task instances one after the other in the test process. Where the fault needs
+real processes -- mapped tasks refreshing a token *at once*, a task *killed* mid-write -- selected
+task instances are run in forked children instead (:class:`ForkedTasks`), each with its own
+process-wide token cache, exactly as separate workers would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import multiprocessing
+import os
+import sqlite3
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.dags.test_example_dags_e2e import DAG_ID, states, succeeded
+
+UTC = dt.timezone.utc
+#: Manual runs at midnight cover the day before: the interval [11-16, 11-17).
+LOGICAL = dt.datetime(2026, 11, 17, tzinfo=UTC)
+INTERVAL = "interval=20261116T000000Z_20261117T000000Z"
+#: The bank clock during every run: just after the interval's end.
+CLOCK = LOGICAL + dt.timedelta(minutes=5)
+TABLE = "openbanking_transactions"
+POOL = "openbanking_api"
+
+__all__ = ["CLOCK", "DAG_ID", "INTERVAL", "LOGICAL", "states", "succeeded"]
+
+
+@dataclass
+class Outcome:
+    """What one run left behind."""
+
+    dagrun: Any
+    states: dict[tuple[str, int], str]
+    tries: dict[tuple[str, int], int]
+    labels: dict[tuple[str, int], str]
+    table: list[tuple[Any, ...]]
+    files: dict[str, bytes]
+    xcoms: list[tuple[str, int, str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return succeeded(self.dagrun)
+
+    @property
+    def failed(self) -> bool:
+        return str(self.dagrun.state) in ("failed", "DagRunState.FAILED")
+
+    def transactions(self, state: str | None = None) -> dict[str, str]:
+        """``{"<conn_id> <account_id>": state}`` of the mapped ``land_transactions`` tasks."""
+        out = {}
+        for key, value in self.states.items():
+            if key[0] == "land_transactions" and (state is None or value == state):
+                out[self.labels.get(key, str(key[1]))] = value
+        return out
+
+    def state_of(self, task_id: str, label: str | None = None) -> str:
+        for key, value in self.states.items():
+            if key[0] == task_id and (label is None or self.labels.get(key) == label):
+                return value
+        raise KeyError((task_id, label))
+
+    def tries_of(self, task_id: str, label: str) -> int:
+        for key, value in self.tries.items():
+            if key[0] == task_id and self.labels.get(key) == label:
+                return value
+        raise KeyError((task_id, label))
+
+
+def table_rows(db: Path) -> list[tuple[Any, ...]]:
+    if not db.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        try:
+            return conn.execute(f"SELECT * FROM {TABLE} ORDER BY 1, 2, 3").fetchall()
+        except sqlite3.OperationalError:  # no table: nothing was ever loaded
+            return []
+
+
+def landed_files(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (hidden ones too), by relative path."""
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def only(conn_ids: list[str] | set[str], table: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    return [row for row in table if row[0] in conn_ids]
+
+
+def only_files(conn_ids: list[str] | set[str], files: dict[str, bytes]) -> dict[str, bytes]:
+    return {k: v for k, v in files.items() if any(f"/conn_id={c}/" in k for c in conn_ids)}
+
+
+def collect(dagrun: Any, db: Path, landing: Path) -> Outcome:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        tis = session.query(TaskInstance).filter(
+            TaskInstance.dag_id == dagrun.dag_id, TaskInstance.run_id == dagrun.run_id
+        )
+        task_states, tries, labels = {}, {}, {}
+        for ti in tis:
+            key = (ti.task_id, ti.map_index)
+            task_states[key] = str(getattr(ti.state, "value", ti.state))
+            tries[key] = ti.try_number
+            if ti.rendered_map_index:
+                labels[key] = ti.rendered_map_index
+        rows = (
+            session.query(XComModel)
+            .filter(XComModel.run_id == dagrun.run_id, XComModel.dag_id == dagrun.dag_id)
+            .all()
+        )
+        xcoms = [(r.task_id, r.map_index, r.key, XComModel.deserialize_value(r)) for r in rows]
+    return Outcome(dagrun, task_states, tries, labels, table_rows(db), landed_files(landing), xcoms)
+
+
+@dataclass
+class Env:
+    """Where one test's runs put things."""
+
+    db: Path
+    landing: Path
+
+
+def run_main(dag: Any, env: Env, conn_ids: list[str], logical_date: dt.datetime = LOGICAL) -> Outcome:
+    dagrun = dag.test(logical_date=logical_date, run_conf={"conn_ids": list(conn_ids)})
+    return collect(dagrun, env.db, env.landing)
+
+
+def log_text(capfd: Any, caplog: Any) -> str:
+    """Everything logged so far: records caught by pytest's handler plus stdout and stderr (task
+    logs rendered by structlog, forked children's output)."""
+    out, err = capfd.readouterr()
+    records = "\n".join(f"{r.name} {r.levelname} {r.getMessage()}" for r in caplog.records)
+    caplog.clear()
+    return "\n".join((records, out, err))
+
+
+def quick_retries(monkeypatch: Any, dag: Any, *task_ids: str, delay: float = 0.2) -> None:
+    """Retry ``task_ids`` after ``delay`` seconds instead of minutes (same number of retries)."""
+    for task_id in task_ids:
+        task = dag.get_task(task_id)
+        monkeypatch.setattr(task, "retry_delay", dt.timedelta(seconds=delay))
+        monkeypatch.setattr(task, "retry_exponential_backoff", 0)
+
+
+@contextlib.contextmanager
+def watch(
+    condition: Callable[[], bool], action: Callable[[], None], *, every: float = 0.02
+) -> Iterator[None]:
+    """Run ``action`` once, from a thread, as soon as ``condition()`` holds (during the block)."""
+    import threading
+
+    stop = threading.Event()
+    fired = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            if condition():
+                action()
+                fired.set()
+                return
+            stop.wait(every)
+
+    thread = threading.Thread(target=loop, name="fault-watcher", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
+    assert fired.is_set(), "the watched condition never happened"
+
+
+@contextlib.contextmanager
+def periodically(action: Callable[[], None], every: float) -> Iterator[list[int]]:
+    """Run ``action`` from a thread every ``every`` seconds during the block; yields a one-item
+    list counting the calls."""
+    import threading
+
+    stop = threading.Event()
+    calls = [0]
+
+    def loop() -> None:
+        while not stop.wait(every):
+            action()
+            calls[0] += 1
+
+    thread = threading.Thread(target=loop, name="fault-ticker", daemon=True)
+    thread.start()
+    try:
+        yield calls
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+# ---- forked task instances ------------------------------------------------------------------
+
+_KEEP: list[Any] = []  # objects a child inherited and must never close (the parent's DB session)
+
+
+def _child_main(ti_id: str, task: Any, setup: Callable[[], None] | None) -> None:  # pragma: no cover
+    """In a forked child: a private DB pool and token cache, then the task instance as dag.test
+    would run it (the supervisor's in-process runner)."""
+    import airflow.sdk.definitions.dag as dagmod
+    from airflow import settings
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.sdk.execution_time import supervisor
+
+    from airflow_provider_openbanking.hooks.openbanking import clear_token_cache
+
+    def trace(text: str) -> None:
+        if os.environ.get("FAULTS_DEBUG_DIR"):
+            with open(Path(os.environ["FAULTS_DEBUG_DIR"], f"child-{os.getpid()}.txt"), "a") as fh:
+                fh.write(f"{time.time():.3f} {text}\n")
+
+    trace("start")
+    if os.environ.get("FAULTS_DEBUG_DIR"):
+        import faulthandler
+
+        _KEEP.append(open(Path(os.environ["FAULTS_DEBUG_DIR"], f"stack-{os.getpid()}.txt"), "w"))  # noqa: SIM115
+        faulthandler.dump_traceback_later(20, file=_KEEP[-1])
+    try:
+        _KEEP.append(settings.Session.registry())  # the parent's session: never close it from here
+        settings.Session.registry.clear()
+        # pytest's log handler lives in the parent: write this child's records to stderr instead
+        # (captured by the parent's capfd).
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        logging.getLogger().addHandler(handler)
+        settings.engine.dispose(close=False)
+        # The in-process Execution API serves requests from an event loop thread, which a fork
+        # does not copy: give the (already built) app a new loop in this process.
+        from airflow.api_fastapi.execution_api.app import InProcessExecutionAPI
+
+        api = InProcessExecutionAPI(supervisor.in_process_api_server().app)
+        supervisor.in_process_api_server = lambda: api  # type: ignore[assignment]
+        clear_token_cache()
+        if setup is not None:
+            setup()
+        trace("setup done")
+        session = settings.Session()
+        ti = session.get(TaskInstance, uuid.UUID(ti_id))
+        trace(f"running {ti}")
+        dagmod._ORIGINAL_RUN_TASK(ti=ti, task=task, run_triggerer=True)  # type: ignore[attr-defined]
+        trace("ran")
+        session.close()
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        trace(traceback.format_exc())
+        raise
+
+
+class ForkedTasks:
+    """Run the task instances that ``select(ti)`` picks in forked child processes, concurrently.
+
+    Installed over ``dag.test()``'s task runner: a picked task instance is marked queued (so the
+    loop does not pick it again), then started in a child; the loop goes on with the other task
+    instances and waits for the children through the metadata database, like a scheduler does.
+    ``setup`` runs first in each child (e.g. a barrier); ``supervise(ti, process)`` runs in the
+    parent right after the start (e.g. to kill the child).
+    """
+
+    def __init__(
+        self,
+        monkeypatch: Any,
+        select: Callable[[Any], bool],
+        *,
+        setup: Callable[[], None] | None = None,
+        supervise: Callable[[Any, Any], None] | None = None,
+    ) -> None:
+        import airflow.sdk.definitions.dag as dagmod
+
+        self.select = select
+        self.setup = setup
+        self.supervise = supervise
+        self.processes: list[Any] = []
+        self.context = multiprocessing.get_context("fork")
+        if not hasattr(dagmod, "_ORIGINAL_RUN_TASK"):
+            dagmod._ORIGINAL_RUN_TASK = dagmod._run_task  # type: ignore[attr-defined]
+        self._original = dagmod._ORIGINAL_RUN_TASK  # type: ignore[attr-defined]
+        monkeypatch.setattr(dagmod, "_run_task", self)
+
+    def __call__(self, *, ti: Any, task: Any, run_triggerer: bool = False) -> Any:
+        if not self.select(ti):
+            return self._original(ti=ti, task=task, run_triggerer=run_triggerer)
+        from airflow.utils.state import TaskInstanceState
+
+        ti.set_state(TaskInstanceState.QUEUED)
+        process = self.context.Process(target=_child_main, args=(str(ti.id), task, self.setup))
+        process.start()
+        self.processes.append(process)
+        if self.supervise is not None:
+            self.supervise(ti, process)
+        import threading
+
+        threading.Thread(target=self._reap, args=(str(ti.id), process), daemon=True).start()
+        return None
+
+    @staticmethod
+    def _reap(ti_id: str, process: Any) -> None:
+        """When a child dies without finishing its task instance, do what the scheduler does with
+        a task that stopped heartbeating: up for retry if it has retries left, else failed."""
+        process.join()
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils import timezone
+        from airflow.utils.session import create_session
+        from airflow.utils.state import TaskInstanceState
+
+        with create_session(scoped=False) as session:
+            ti = session.get(TaskInstance, uuid.UUID(ti_id))
+            if ti is None or ti.state not in (TaskInstanceState.QUEUED, TaskInstanceState.RUNNING):
+                return
+            retry = ti.max_tries > 0 and ti.try_number <= ti.max_tries
+            ti.state = TaskInstanceState.UP_FOR_RETRY if retry else TaskInstanceState.FAILED
+            ti.end_date = timezone.utcnow()
+
+    @staticmethod
+    def context_barrier(parties: int) -> Any:
+        """A barrier the forked children can share (created before they fork)."""
+        return multiprocessing.get_context("fork").Barrier(parties)
+
+    def join(self, timeout: float = 60) -> list[int | None]:
+        deadline = time.monotonic() + timeout
+        for process in self.processes:
+            process.join(max(0.1, deadline - time.monotonic()))
+        return [p.exitcode for p in self.processes]
+
+
+def conn_json(
+    url: str, refresh_token: str, *, login: str = "demo-client", password: str = "demo-secret", **extra: Any
+) -> str:
+    extras = {
+        "refresh_token": refresh_token,
+        "redirect_uri": "http://127.0.0.1:8976/callback",
+        "provider_id": "1000",
+        "page_size": 5,
+        "retry_initial_wait": 0.05,
+        "max_elapsed": 30,
+        "rotation_wait": 1.0,
+        **extra,
+    }
+    return json.dumps(
+        {"conn_type": "openbanking", "host": url, "login": login, "password": password, "extra": extras}
+    )
+
+
+def env_conn(conn_id: str) -> dict[str, Any]:
+    return dict(json.loads(os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"]))

@@ -1,0 +1,96 @@
+"""Token faults over the main DAG: 2-second access tokens, refresh-token rotation under load.
+
+- Access tokens live 2 s and the server also kills those older than 0.5 s behind the client's
+  back every 0.7 s, so they die in the middle of paginations: the hook refreshes ahead of expiry or on the 401 and
+  replays the page; nothing is lost or duplicated.
+- The refresh token rotates on every use (no grace period) and the 8 mapped transactions tasks
+  of one consent run at once in 8 processes, each refreshing: they converge on the newest stored
+  token and the run ends exactly like a run without rotation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook, clear_token_cache
+from airflow_provider_openbanking.sandbox.testing import SandboxServer
+from tests.faults.conftest import SANDBOX_OPTIONS, _consents, _reset
+from tests.faults.harness import ForkedTasks, log_text, only, only_files, periodically, run_main
+
+pytestmark = pytest.mark.faults
+
+CONNS = ["ob_a", "ob_b"]
+
+
+def test_two_second_access_tokens_expiring_mid_pagination(
+    fsb, consent, main_dag, env, baseline, capfd, caplog
+):
+    fsb.configure(access_token_ttl=2, latency_ms=30)
+    conns = [consent(c) for c in CONNS]
+
+    with periodically(lambda: fsb.expire_access_tokens(older_than=0.5), every=0.7) as expired:
+        outcome = run_main(main_dag, env, conns)
+
+    assert outcome.ok, outcome.states
+    assert set(outcome.tries.values()) == {1}
+    assert outcome.table == only(CONNS, baseline.table)
+    assert outcome.files == only_files(CONNS, baseline.files)
+    counters = fsb.counters()
+    assert expired[0] >= 3
+    assert counters["status"].get("401", 0) >= 1, "some pages met a dead token and were replayed"
+    assert counters["token_grants"]["refresh_token"] > 2 * len(conns)
+    assert counters["invalid_grant"] == 0
+    log = log_text(capfd, caplog)
+    assert "access token refused (HTTP 401); refreshed it and replaying" in log
+    assert "accepting a freshly minted token" in log  # the sensor's min_ttl=60 cannot be met
+
+
+@pytest.fixture(scope="module")
+def eight_accounts() -> Iterator[SandboxServer]:
+    """One customer with 8 accounts: 8 mapped transactions tasks on one consent."""
+    with SandboxServer(**{**SANDBOX_OPTIONS, "customers": 1, "accounts_per_customer": 8}) as server:
+        yield server
+
+
+def test_rotating_refresh_token_with_eight_mapped_tasks_at_once(
+    eight_accounts, main_dag, tmp_path, monkeypatch, capfd, caplog
+):
+    from tests.faults.conftest import _use_env
+
+    sandbox = eight_accounts
+    _reset(sandbox)
+    make = _consents(sandbox, monkeypatch.setenv)
+    plain = run_main(main_dag, _use_env(monkeypatch.setenv, tmp_path / "plain"), [make("ob_a")])
+    assert plain.ok and len(plain.transactions("success")) == 8
+
+    _reset(sandbox)
+    sandbox.configure(rotate_refresh_tokens=True, refresh_grace_seconds=0)
+    env = _use_env(monkeypatch.setenv, tmp_path / "rotating")
+    conn_id = make("ob_a")
+    original = json.loads(__import__("os").environ["AIRFLOW_CONN_OB_A"])["extra"]["refresh_token"]
+    barrier = ForkedTasks.context_barrier(8)
+    forked = ForkedTasks(
+        monkeypatch, lambda ti: ti.task_id == "land_transactions", setup=lambda: barrier.wait(30)
+    )
+
+    outcome = run_main(main_dag, env, [conn_id])
+
+    assert forked.join() == [0] * 8
+    assert outcome.ok, outcome.states
+    assert set(outcome.tries.values()) == {1}
+    assert outcome.table == plain.table
+    assert outcome.files == plain.files
+    counters = sandbox.counters()
+    # 1 refresh in the sensor + 8 at once in the children (+ retries of the losers)
+    assert counters["token_grants"]["refresh_token"] >= 9
+    log = log_text(capfd, caplog)
+    assert counters["invalid_grant"] >= 1, "the 8 refreshes must really have raced"
+    assert "rotated by another worker" in log
+    # The store ends with a live token: the next run's first refresh works.
+    clear_token_cache()
+    hook = OpenBankingHook(conn_id)
+    assert hook.current_refresh_token() != original
+    assert hook.get_access_token()
