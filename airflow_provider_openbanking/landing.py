@@ -16,10 +16,12 @@ When none is given, ``[openbanking] landing_destination`` from the Airflow confi
 ``file://$AIRFLOW_HOME/openbanking``.
 
 Writes are atomic: records stream into a temporary object beside the final one
-(``.<name>.<random>.partial``: hidden, and not matching ``*.jsonl``) which is renamed into place
-once complete. A reader never sees half a file, a rerun replaces the file instead of adding one,
-and a task killed mid-write leaves nothing at the final path (its stale ``.partial`` is removed by
-the next write of the same file). Records are encoded and written one by one (in 256 KiB chunks),
+(``.<name>.<random>-<pid>-<host>.partial``: hidden, and not matching ``*.jsonl``) which is
+renamed into place once complete. A reader never sees half a file, a rerun replaces the file
+instead of adding one, and a task killed mid-write leaves nothing at the final path: its stale
+``.partial`` is removed by the next write of the same file -- at once when the writer process is
+known dead (same host), else once it is :data:`STALE_PARTIAL_SECONDS` old -- while the
+``.partial`` of a writer still at work (a concurrent run of the same interval) is left alone. Records are encoded and written one by one (in 256 KiB chunks),
 so memory stays flat whatever the number of records.
 """
 
@@ -30,6 +32,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import uuid
 from collections.abc import Iterable, Mapping
 from types import TracebackType
@@ -44,6 +47,8 @@ JSONL_SUFFIX = ".jsonl"
 PARTIAL_SUFFIX = ".partial"
 #: Encoded segments longer than this are shortened and suffixed with a hash of the original.
 MAX_SEGMENT_LENGTH = 150
+#: A ``.partial`` whose writer cannot be checked (another host) counts as abandoned at this age.
+STALE_PARTIAL_SECONDS = 3600.0
 _FLUSH_BYTES = 256 * 1024
 
 try:  # msgspec ships with the Task SDK and encodes ~3x faster than json
@@ -173,6 +178,23 @@ class Layout:
         )
 
 
+def _host_id() -> str:
+    """A short id of this host for temporary names (no separator, no dot)."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:10]
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but belongs to someone else
+        return True
+    return True
+
+
 class AtomicWriter:
     """Write bytes to ``path`` through a temporary sibling renamed into place on success.
 
@@ -184,9 +206,8 @@ class AtomicWriter:
         self.path = path
         self.bytes_written = 0
         self._fs: Any = path.fs
-        self._tmp_path = (
-            f"{path.parent.path.rstrip('/')}/.{path.name}.{uuid.uuid4().hex[:12]}{PARTIAL_SUFFIX}"
-        )
+        owner = f"{uuid.uuid4().hex[:12]}-{os.getpid()}-{_host_id()}"
+        self._tmp_path = f"{path.parent.path.rstrip('/')}/.{path.name}.{owner}{PARTIAL_SUFFIX}"
         self._fh: Any = None
         self._buffer = bytearray()
 
@@ -202,7 +223,8 @@ class AtomicWriter:
         self._fh = self._fs.open(self._tmp_path, "wb")
 
     def _remove_stale_partials(self, parent: str) -> None:
-        """Delete what a killed earlier attempt left for the same final file."""
+        """Delete what a killed earlier attempt left for the same final file (never the
+        ``.partial`` of another writer still at work: see the module docstring)."""
         prefix = f".{self.path.name}."
         try:
             entries = self._fs.ls(parent, detail=False)
@@ -211,11 +233,28 @@ class AtomicWriter:
         for entry in entries:
             name = str(entry).rstrip("/").rsplit("/", 1)[-1]
             if name.startswith(prefix) and name.endswith(PARTIAL_SUFFIX):
+                if not self._abandoned(entry, name[len(prefix) : -len(PARTIAL_SUFFIX)]):
+                    log.info("Leaving %s alone: another writer of the same file is at work", name)
+                    continue
                 try:
                     self._fs.rm(entry)
                     log.info("Removed a partial file left by an interrupted run: %s", name)
                 except FileNotFoundError:
                     pass
+
+    def _abandoned(self, entry: str, owner: str) -> bool:
+        """Whether the ``.partial`` ``entry`` (written by ``owner``) was left by a dead writer."""
+        _, _, rest = owner.partition("-")
+        pid, _, host = rest.partition("-")
+        if pid.isdigit() and host == _host_id():
+            return not _process_alive(int(pid))
+        try:
+            modified = self._fs.modified(entry)
+        except Exception:  # the store cannot tell: keep it (hidden, and readers ignore it)
+            return False
+        if modified.tzinfo is None:
+            modified = modified.replace(tzinfo=dt.timezone.utc)
+        return (dt.datetime.now(dt.timezone.utc) - modified).total_seconds() > STALE_PARTIAL_SECONDS
 
     def write(self, data: bytes) -> None:
         self._buffer += data

@@ -1112,7 +1112,13 @@ def create_app(sandbox: Sandbox) -> FastAPI:
         except ValueError:
             raise KnobError(f"older_than: expected seconds, got {raw!r}") from None
         cutoff = time.monotonic() - older_than
-        expired = [at for at in sb.access_tokens.values() if at.issued_at <= cutoff]
+        customer = request.query_params.get("customer_id")
+        expired = [
+            at
+            for at in sb.access_tokens.values()
+            if at.issued_at <= cutoff
+            and (not customer or (at.consent is not None and at.consent.customer_id == customer))
+        ]
         for at in expired:
             at.expires_at = 0.0
         return json_response({"expired": len(expired)})

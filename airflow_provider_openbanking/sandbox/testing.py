@@ -170,11 +170,16 @@ class SandboxServer:
         result: dict[str, list[str]] = self._call("GET", "/_admin/issued")
         return result
 
-    def expire_access_tokens(self, older_than: float | None = None) -> int:
-        """Make every access token issued so far (``older_than`` seconds ago or more) expired:
-        the next data call with one answers 401, not 602."""
-        params = {"older_than": older_than} if older_than else None
-        return int(self._call("POST", "/_admin/tokens/expire", params=params)["expired"])
+    def expire_access_tokens(self, older_than: float | None = None, customer_id: str | None = None) -> int:
+        """Make every access token issued so far expired -- only those issued ``older_than``
+        seconds ago or more, of ``customer_id``'s consents, when given: the next data call with
+        one answers 401, not 602."""
+        params: dict[str, Any] = {}
+        if older_than:
+            params["older_than"] = older_than
+        if customer_id:
+            params["customer_id"] = customer_id
+        return int(self._call("POST", "/_admin/tokens/expire", params=params or None)["expired"])
 
     def grant_consent(
         self,

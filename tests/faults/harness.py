@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import multiprocessing
@@ -156,14 +157,6 @@ def log_text(capfd: Any, caplog: Any) -> str:
     return "\n".join((records, out, err))
 
 
-def quick_retries(monkeypatch: Any, dag: Any, *task_ids: str, delay: float = 0.2) -> None:
-    """Retry ``task_ids`` after ``delay`` seconds instead of minutes (same number of retries)."""
-    for task_id in task_ids:
-        task = dag.get_task(task_id)
-        monkeypatch.setattr(task, "retry_delay", dt.timedelta(seconds=delay))
-        monkeypatch.setattr(task, "retry_exponential_backoff", 0)
-
-
 @contextlib.contextmanager
 def watch(
     condition: Callable[[], bool], action: Callable[[], None], *, every: float = 0.02
@@ -215,63 +208,78 @@ def periodically(action: Callable[[], None], every: float) -> Iterator[list[int]
         thread.join(10)
 
 
-# ---- forked task instances ------------------------------------------------------------------
+# ---- forked processes -----------------------------------------------------------------------
 
 _KEEP: list[Any] = []  # objects a child inherited and must never close (the parent's DB session)
 
 
-def _child_main(ti_id: str, task: Any, setup: Callable[[], None] | None) -> None:  # pragma: no cover
-    """In a forked child: a private DB pool and token cache, then the task instance as dag.test
-    would run it (the supervisor's in-process runner)."""
-    import airflow.sdk.definitions.dag as dagmod
+def _debug(text: str) -> None:
+    """With ``FAULTS_DEBUG_DIR`` set, children trace their progress there (a hung child is
+    otherwise invisible: its output is captured by the stuck parent)."""
+    if os.environ.get("FAULTS_DEBUG_DIR"):
+        with open(Path(os.environ["FAULTS_DEBUG_DIR"], f"child-{os.getpid()}.txt"), "a") as fh:
+            fh.write(f"{time.time():.3f} {text}\n")
+
+
+def prepare_forked_process() -> None:  # pragma: no cover - runs in children
+    """Make a forked child a process of its own, as a separate worker would be.
+
+    A private DB connection pool (the parent's pooled SQLite connections must not be shared),
+    its own event loop for the in-process Execution API (a fork copies no thread), an empty
+    token cache, and log records written to stderr (pytest's handler lives in the parent).
+    """
     from airflow import settings
-    from airflow.models.taskinstance import TaskInstance
+    from airflow.api_fastapi.execution_api.app import InProcessExecutionAPI
     from airflow.sdk.execution_time import supervisor
 
     from airflow_provider_openbanking.hooks.openbanking import clear_token_cache
 
-    def trace(text: str) -> None:
-        if os.environ.get("FAULTS_DEBUG_DIR"):
-            with open(Path(os.environ["FAULTS_DEBUG_DIR"], f"child-{os.getpid()}.txt"), "a") as fh:
-                fh.write(f"{time.time():.3f} {text}\n")
-
-    trace("start")
     if os.environ.get("FAULTS_DEBUG_DIR"):
         import faulthandler
 
         _KEEP.append(open(Path(os.environ["FAULTS_DEBUG_DIR"], f"stack-{os.getpid()}.txt"), "w"))  # noqa: SIM115
-        faulthandler.dump_traceback_later(20, file=_KEEP[-1])
-    try:
-        _KEEP.append(settings.Session.registry())  # the parent's session: never close it from here
-        settings.Session.registry.clear()
-        # pytest's log handler lives in the parent: write this child's records to stderr instead
-        # (captured by the parent's capfd).
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
-        logging.getLogger().addHandler(handler)
-        settings.engine.dispose(close=False)
-        # The in-process Execution API serves requests from an event loop thread, which a fork
-        # does not copy: give the (already built) app a new loop in this process.
-        from airflow.api_fastapi.execution_api.app import InProcessExecutionAPI
+        faulthandler.dump_traceback_later(30, file=_KEEP[-1])
+    _KEEP.append(settings.Session.registry())
+    settings.Session.registry.clear()
+    settings.engine.dispose(close=False)
+    api = InProcessExecutionAPI(supervisor.in_process_api_server().app)
+    supervisor.in_process_api_server = lambda: api  # type: ignore[assignment]
+    clear_token_cache()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    logging.getLogger().addHandler(handler)
 
-        api = InProcessExecutionAPI(supervisor.in_process_api_server().app)
-        supervisor.in_process_api_server = lambda: api  # type: ignore[assignment]
-        clear_token_cache()
+
+def _in_child(work: Callable[[], Any], setup: Callable[[], None] | None) -> None:  # pragma: no cover
+    _debug("start")
+    try:
+        prepare_forked_process()
         if setup is not None:
             setup()
-        trace("setup done")
-        session = settings.Session()
-        ti = session.get(TaskInstance, uuid.UUID(ti_id))
-        trace(f"running {ti}")
-        dagmod._ORIGINAL_RUN_TASK(ti=ti, task=task, run_triggerer=True)  # type: ignore[attr-defined]
-        trace("ran")
-        session.close()
+        _debug("ready")
+        work()
+        _debug("done")
     except BaseException:
         import traceback
 
         traceback.print_exc()
-        trace(traceback.format_exc())
+        _debug(traceback.format_exc())
         raise
+
+
+def _run_ti(ti_id: str, task: Any) -> None:  # pragma: no cover - runs in children
+    import airflow.sdk.definitions.dag as dagmod
+    from airflow import settings
+    from airflow.models.taskinstance import TaskInstance
+
+    session = settings.Session()
+    ti = session.get(TaskInstance, uuid.UUID(ti_id))
+    dagmod._ORIGINAL_RUN_TASK(ti=ti, task=task, run_triggerer=True)  # type: ignore[attr-defined]
+    session.close()
+
+
+def _child_main(ti_id: str, task: Any, setup: Callable[[], None] | None) -> None:  # pragma: no cover
+    _in_child(functools.partial(_run_ti, ti_id, task), setup)
 
 
 class ForkedTasks:
@@ -348,6 +356,55 @@ class ForkedTasks:
         for process in self.processes:
             process.join(max(0.1, deadline - time.monotonic()))
         return [p.exitcode for p in self.processes]
+
+
+def _dag_test(dag: Any, logical_date: dt.datetime, conn_ids: list[str]) -> None:  # pragma: no cover
+    dagrun = dag.test(logical_date=logical_date, run_conf={"conn_ids": list(conn_ids)})
+    if not succeeded(dagrun):
+        raise SystemExit(3)
+
+
+def run_concurrently(
+    dag: Any,
+    env: Env,
+    conn_ids: list[str],
+    logical_dates: list[dt.datetime],
+    *,
+    setup: Callable[[], None] | None = None,
+    timeout: float = 120,
+) -> tuple[list[int | None], list[Outcome]]:
+    """``dag.test()`` once per logical date, all at the same moment, each in its own process.
+
+    Returns the processes' exit codes (0: the run succeeded) and the runs' outcomes.
+    """
+    from airflow.models.dagrun import DagRun
+
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(len(logical_dates))
+
+    def ready() -> None:
+        if setup is not None:
+            setup()
+        barrier.wait(30)
+
+    processes = [
+        context.Process(target=_in_child, args=(functools.partial(_dag_test, dag, when, conn_ids), ready))
+        for when in logical_dates
+    ]
+    for process in processes:
+        process.start()
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        process.join(max(0.1, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join(10)
+    outcomes = []
+    for when in logical_dates:
+        runs = DagRun.find(dag_id=dag.dag_id, logical_date=when)
+        assert len(runs) == 1, f"no run of {when}"
+        outcomes.append(collect(runs[0], env.db, env.landing))
+    return [p.exitcode for p in processes], outcomes
 
 
 def conn_json(
