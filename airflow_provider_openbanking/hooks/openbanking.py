@@ -378,6 +378,9 @@ class OpenBankingHook(BaseHook):
                 if newer is not None:
                     log.info("Refresh token was rotated by another worker; retrying with the stored one")
                     token = newer
+                    # Another worker made progress: give this one a fresh wait, so a burst of N
+                    # workers rotating one after the other converges instead of timing out.
+                    deadline = time.monotonic() + self.config.rotation_wait
                     continue
                 raise exc.recast(
                     ConsentRequiredError,
