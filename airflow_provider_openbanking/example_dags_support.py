@@ -171,6 +171,20 @@ def transaction_jobs(accounts_results: Any) -> list[dict[str, Any]]:
     return sorted(jobs, key=lambda job: (job["openbanking_conn_id"], job["account_ids"][0]))
 
 
+def as_literal_ids(job: Mapping[str, Any]) -> dict[str, Any]:
+    """One :func:`transaction_jobs` entry with its account ids wrapped in ``literal()``.
+
+    The ids come from the bank's API, and Airflow renders the values that ``expand_kwargs()``
+    takes from an upstream list of dicts as Jinja templates: an account id such as
+    ``{{ conn.other.password }}`` would be evaluated in the worker and sent to the API, a trailing
+    newline would be dropped. Map the plan through this function
+    (``.expand_kwargs(plan.map(as_literal_ids))``) so the ids stay data.
+    """
+    from airflow.sdk import literal
+
+    return {**job, "account_ids": literal(list(job["account_ids"]))}
+
+
 def load_transactions(
     results: Any,
     sql_conn_id: str = WAREHOUSE_CONN_ID,
@@ -243,6 +257,7 @@ __all__ = [
     "TRANSACTIONS_FILES_ASSET",
     "TRANSACTIONS_TABLE_ASSET",
     "WAREHOUSE_CONN_ID",
+    "as_literal_ids",
     "consent_sensor",
     "landed_asset",
     "landing_base_url",

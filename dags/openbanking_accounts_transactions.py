@@ -37,6 +37,7 @@ from airflow_provider_openbanking.example_dags_support import (
     TRANSACTIONS_FILES_ASSET,
     TRANSACTIONS_TABLE_ASSET,
     WAREHOUSE_CONN_ID,
+    as_literal_ids,
     load_transactions,
     resolve_conn_ids,
     transaction_jobs,
@@ -123,6 +124,8 @@ def openbanking_accounts_transactions() -> None:
         ``accounts_results``: the accounts tasks' XCom values (only those that succeeded)."""
         return transaction_jobs(accounts_results)
 
+    # The account ids come from the bank: as_literal_ids wraps them in literal() so that Airflow
+    # never renders them as Jinja templates.
     transactions = OpenBankingTransactionsOperator.partial(
         task_id="land_transactions",
         lookback=LOOKBACK,
@@ -130,7 +133,7 @@ def openbanking_accounts_transactions() -> None:
         pool=POOL,
         outlets=[TRANSACTIONS_FILES_ASSET],
         map_index_template="{{ task.openbanking_conn_id }} {{ task.account_ids | join(',') }}",
-    ).expand_kwargs(plan_transactions(accounts_results))
+    ).expand_kwargs(plan_transactions(accounts_results).map(as_literal_ids))
 
     @task(
         trigger_rule=TriggerRule.ALL_DONE,

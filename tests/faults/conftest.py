@@ -46,14 +46,20 @@ def fsb(fault_server: SandboxServer) -> Iterator[SandboxServer]:
 
 
 @pytest.fixture(scope="package")
-def _parsed_main_dag() -> Any:
+def dagbag() -> Any:
+    """The example DAGs of ``dags/`` (and the pool their API tasks run in)."""
     from airflow.dag_processing.dagbag import DagBag
     from airflow.models.pool import Pool
 
     Pool.create_or_update_pool(POOL, 8, "Open Banking API calls", include_deferred=False)
     bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags"))
     assert bag.import_errors == {}
-    return bag.get_dag(DAG_ID)
+    return bag
+
+
+@pytest.fixture(scope="package")
+def _parsed_main_dag(dagbag: Any) -> Any:
+    return dagbag.get_dag(DAG_ID)
 
 
 @pytest.fixture
