@@ -67,7 +67,8 @@ def test_hostile_account_ids_are_opaque_to_urls_and_paths(fsb, consent, main_dag
 
     assert outcome.ok, outcome.states
     assert sorted(outcome.transactions("success")) == sorted(
-        f"{c} {a['accountId']}" for c, cust in zip(CONNS, ("cust-0001", "cust-0002"), strict=True)
+        f"{c} {a['accountId']}"
+        for c, cust in zip(CONNS, ("cust-0001", "cust-0002"), strict=True)
         for a in fsb.truth_accounts(cust)  # the bank's truth shows the served (hostile) ids
     )
     # Requests: only the three endpoints the DAG calls, one per page, none redirected elsewhere.
@@ -120,9 +121,7 @@ def test_hostile_statement_ids_land_inside_the_destination(fsb, consent, dagbag,
 
     assert str(dagrun.state) in ("success", "DagRunState.SUCCESS")
     landed = _landed(tmp_path, env)
-    folder = (
-        env.landing / "statement_files" / "conn_id=ob_a" / "interval=20261001T000000Z_20261101T000000Z"
-    )
+    folder = env.landing / "statement_files" / "conn_id=ob_a" / "interval=20261001T000000Z_20261101T000000Z"
     target = folder / f"account_id={safe_segment(hostile_account)}" / f"{safe_segment(hostile_statement)}.pdf"
     assert target in landed and target.read_bytes() == pdf
     listing = env.landing / "statements" / "conn_id=ob_a" / folder.name
