@@ -43,6 +43,8 @@ class OpenBankingConfig:
     use_pkce: bool
     rotation_wait: float
     """Seconds to wait for another worker's rotated refresh token before declaring it dead."""
+    max_response_bytes: int = 64 * 2**20
+    """Largest JSON response body accepted (an oversized page is refused with a clear error)."""
 
     def __repr__(self) -> str:
         return f"OpenBankingConfig(conn_id={self.conn_id!r}, base_url={self.base_url!r}, client_id={self.client_id!r})"
@@ -193,6 +195,11 @@ def parse_connection(conn: Any) -> OpenBankingConfig:
         use_pkce=_as_bool(conn_id, "use_pkce", _extra(extras, "use_pkce"), False),
         rotation_wait=_as_number(
             conn_id, "rotation_wait", _extra(extras, "rotation_wait"), 3.0, allow_zero=True
+        ),
+        max_response_bytes=int(
+            _as_number(
+                conn_id, "max_response_bytes", _extra(extras, "max_response_bytes"), 64 * 2**20, integer=True
+            )
         ),
     )
 

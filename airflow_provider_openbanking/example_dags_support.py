@@ -8,6 +8,7 @@ inside tasks only.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -20,6 +21,8 @@ from airflow_provider_openbanking.warehouse import (
     TransactionsWarehouse,
     iter_jsonl,
 )
+
+log = logging.getLogger(__name__)
 
 #: The Airflow pool every task that calls the Open Banking API runs in: its slots bound the
 #: number of concurrent API callers (size it to the provider's rate limit).
@@ -193,21 +196,36 @@ def load_transactions(
     """Window-replace every account file the transactions tasks landed into the warehouse table.
 
     Each (connection, account, query window) is one database transaction. Accounts whose task
-    failed landed nothing and keep their rows; skipped accounts (704/705) too.
+    failed landed nothing and keep their rows; skipped accounts (704/705) too. A file holding a
+    record the table cannot take (a wrong type) leaves its window's rows unchanged; the other
+    windows are loaded, then the task fails naming the refused ones (retrying cannot help).
     """
+    from airflow.sdk.exceptions import AirflowFailException
+
     warehouse = TransactionsWarehouse(sql_conn_id, table)
     warehouse.ensure_table()  # downstream readers find the table even when nothing landed yet
     windows: list[dict[str, Any]] = []
+    refused: list[str] = []
     for result in _as_results(results):
         conn_id = str(result["conn_id"])
         for account_id, landed in sorted((result.get("accounts") or {}).items()):
             path = landed.get("path")
             if not path:
                 continue
-            load = warehouse.replace_window(
-                conn_id, account_id, result["query_start"], result["query_end"], iter_jsonl(path)
-            )
+            try:
+                load = warehouse.replace_window(
+                    conn_id, account_id, result["query_start"], result["query_end"], iter_jsonl(path)
+                )
+            except ValueError as exc:  # bad data in the file: nothing of this window was touched
+                log.error("%s / %s: window not loaded, its rows are unchanged: %s", conn_id, account_id, exc)
+                refused.append(f"{conn_id} / {account_id}: {exc}")
+                continue
             windows.append(load.to_dict())
+    if refused:
+        raise AirflowFailException(
+            f"{len(refused)} window(s) refused, their rows are unchanged ({len(windows)} loaded): "
+            + "; ".join(refused)
+        )
     return {
         "table": table,
         "sql_conn_id": sql_conn_id,

@@ -129,6 +129,10 @@ class MalformedResponseError(TransientApiError):
     """The body is not the JSON the API promises (a proxy's HTML page, a truncated document)."""
 
 
+class ResponseTooLargeError(ApiError):
+    """The body is larger than the connection's ``max_response_bytes``: refused, not retried."""
+
+
 class StatementProcessingError(TransientApiError):
     """400 code 1300: the statement is still being produced; try again later."""
 

@@ -5,7 +5,7 @@ comes from a :class:`TokenSource` and that a 401 which is not 602 means "that to
 it asks the source for a fresh one once and replays the request. Everything transient (1207 rate
 limits at 429 or 422, 5xx, 501 maintenance, dropped connections, bodies that are not JSON) is
 retried by tenacity with exponential backoff and jitter, honouring ``Retry-After``, bounded in
-attempts and in elapsed time. Every other error is raised at once as a typed
+attempts and in elapsed time. JSON bodies larger than ``max_response_bytes`` are refused. Every other error is raised at once as a typed
 :mod:`~airflow_provider_openbanking.exceptions` error naming endpoint, status, code, message and the
 correlation headers.
 """
@@ -33,6 +33,7 @@ from airflow_provider_openbanking.exceptions import (
     ConsentRequiredError,
     MalformedResponseError,
     NoDataError,
+    ResponseTooLargeError,
     StatementProcessingError,
     TransientApiError,
 )
@@ -49,6 +50,12 @@ except ImportError:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
+#: Largest JSON body accepted (a page of 1,000 FDX transactions is about 1 MB): a server that
+#: sends more is refused instead of filling the worker's memory.
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 2**20
+_READ_CHUNK = 1 << 20
+#: Error bodies are read up to this size (FDX error documents are a few hundred bytes).
+_MAX_ERROR_BODY = 1 << 20
 
 
 class TokenSource(Protocol):
@@ -140,8 +147,10 @@ class Transport:
         redact: Callable[[str], str] = lambda s: s,
         pool_size: int = 16,
         conn_id: str | None = None,
+        max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.conn_id = conn_id
+        self.max_response_bytes = max_response_bytes
         self.base_url = base_url.rstrip("/")
         self.timeout = (min(10.0, timeout), timeout)
         self.verify = verify
@@ -173,13 +182,14 @@ class Transport:
         """Send a request and return its decoded JSON body (None for an empty 2xx body)."""
 
         def attempt() -> Any:
-            resp = self._send(method, path, token_source, params, json_body, form_body, headers, auth, False)
-            if not resp.content:
+            resp = self._send(method, path, token_source, params, json_body, form_body, headers, auth, True)
+            content = self._read(method, path, resp, self.max_response_bytes)
+            if not content:
                 return None
             try:
-                return _decode(resp.content)
+                return _decode(content)
             except _DecodeError:
-                raise self._malformed(method, path, resp) from None
+                raise self._malformed(method, path, resp, content) from None
 
         return self._with_retries(method, path, attempt)
 
@@ -238,6 +248,35 @@ class Transport:
         )
         return retrying(attempt)
 
+    def _read(self, method: str, path: str, resp: requests.Response, limit: int | None) -> bytes:
+        """The body of a streamed response, refused (:class:`ResponseTooLargeError`) beyond ``limit``
+        bytes -- by its ``Content-Length`` before reading, else as soon as it is exceeded."""
+        try:
+            declared = int(resp.headers.get("content-length") or -1)
+        except ValueError:
+            declared = -1
+        if limit and declared > limit:
+            resp.close()
+            raise self._too_large(method, path, resp, limit)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in resp.iter_content(chunk_size=_READ_CHUNK):
+                size += len(chunk)
+                if limit and size > limit:
+                    resp.close()
+                    raise self._too_large(method, path, resp, limit)
+                chunks.append(chunk)
+        except (
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError,
+        ) as exc:
+            resp.close()
+            raise self._network_error(method, path, exc) from None
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
     def _url(self, path: str) -> str:
         if path.startswith(("http://", "https://")):
             return path
@@ -290,7 +329,11 @@ class Transport:
                 raise self._network_error(method, path, exc) from None
             if resp.status_code < 400:
                 return resp
-            error = self._error(method, path, resp)
+            try:
+                content = self._read(method, path, resp, _MAX_ERROR_BODY) if stream else resp.content
+            except ResponseTooLargeError:
+                content = b""
+            error = self._error(method, path, resp, content)
             resp.close()
             if (
                 resp.status_code == 401
@@ -326,21 +369,37 @@ class Transport:
             self.redact(f"{type(exc).__name__}: connection failed or dropped mid-response"),
         )
 
-    def _malformed(self, method: str, path: str, resp: requests.Response) -> MalformedResponseError:
+    def _too_large(
+        self, method: str, path: str, resp: requests.Response, limit: int
+    ) -> ResponseTooLargeError:
+        return ResponseTooLargeError(
+            self._endpoint(method, path),
+            resp.status_code,
+            None,
+            f"the response body is larger than {limit} bytes: refused",
+            correlation_id=resp.headers.get("ob-correlation-id"),
+            trace_id=resp.headers.get("ob-trace-id"),
+            hint="Raise the connection's max_response_bytes extra if the server's pages really are "
+            "that large, or ask for smaller pages (page_size)",
+        )
+
+    def _malformed(
+        self, method: str, path: str, resp: requests.Response, content: bytes
+    ) -> MalformedResponseError:
         ctype = resp.headers.get("content-type", "?")
         return MalformedResponseError(
             self._endpoint(method, path),
             resp.status_code,
             None,
-            f"the body is not valid JSON (content-type {ctype}, {len(resp.content)} bytes)",
+            f"the body is not valid JSON (content-type {ctype}, {len(content)} bytes)",
             correlation_id=resp.headers.get("ob-correlation-id"),
             trace_id=resp.headers.get("ob-trace-id"),
         )
 
-    def _error(self, method: str, path: str, resp: requests.Response) -> ApiError:
+    def _error(self, method: str, path: str, resp: requests.Response, content: bytes) -> ApiError:
         body: Any = None
         try:
-            body = _decode(resp.content) if resp.content else None
+            body = _decode(content) if content else None
         except _DecodeError:
             body = None
         code: str | None = None

@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -133,9 +134,10 @@ def _number(value: Any) -> float | None:
     if value is None or isinstance(value, bool):
         return None
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         return None
+    return number if math.isfinite(number) else None
 
 
 def _text(value: Any, limit: int | None = None) -> str | None:
@@ -145,11 +147,53 @@ def _text(value: Any, limit: int | None = None) -> str | None:
     return text[:limit] if limit else text
 
 
+#: Fields loaded into text columns: when present (not null) they must be strings.
+_TEXT_FIELDS = (
+    "accountId",
+    "status",
+    "debitCreditMemo",
+    "description",
+    "category",
+    "accountCategory",
+    "referenceTransactionId",
+)
+
+
+def _check_types(account_id: str, transaction_id: str, record: Mapping[str, Any]) -> None:
+    """Refuse a record whose loaded fields do not have their FDX types (a buggy server), instead
+    of loading a NULL amount, a wrong day or a mangled id."""
+
+    def bad(field: str, value: Any, what: str) -> ValueError:
+        return ValueError(
+            f"transaction {transaction_id!r} of account {account_id!r}: {field} {value!r} is not {what}"
+        )
+
+    amount = record.get("amount")
+    if amount is not None and _number(amount) is None:
+        raise bad("amount", amount, "a number")
+    for field in ("postedTimestamp", "transactionTimestamp"):
+        value = record.get(field)
+        if value is not None and _date_part(value) is None:
+            raise bad(field, value, "an ISO date-time")
+    for field in _TEXT_FIELDS:
+        value = record.get(field)
+        if value is not None and not isinstance(value, str):
+            raise bad(field, value, "a string")
+
+
 def transaction_row(conn_id: str, account_id: str, record: Mapping[str, Any]) -> tuple[Any, ...]:
-    """One table row (in :data:`TRANSACTION_COLUMNS` order) for one landed transaction."""
+    """One table row (in :data:`TRANSACTION_COLUMNS` order) for one landed transaction.
+
+    Raises ``ValueError`` naming the transaction, the field and the value when a loaded field has
+    the wrong type."""
     transaction_id = record.get("transactionId")
-    if not transaction_id:
+    if transaction_id is None or transaction_id == "":
         raise ValueError(f"a transaction of account {account_id!r} has no transactionId")
+    if isinstance(transaction_id, bool) or not isinstance(transaction_id, (str, int)):
+        raise ValueError(
+            f"a transaction of account {account_id!r}: transactionId {transaction_id!r} is not a string"
+        )
+    _check_types(account_id, str(transaction_id), record)
     day = window_date(record)
     if day is None:
         raise ValueError(

@@ -229,6 +229,7 @@ class OpenBankingHook(BaseHook):
             redact=self.redact,
             pool_size=self._pool_size,
             conn_id=cfg.conn_id,
+            max_response_bytes=cfg.max_response_bytes,
         )
 
     @cached_property

@@ -55,6 +55,7 @@ class Outcome:
     table: list[tuple[Any, ...]]
     files: dict[str, bytes]
     xcoms: list[tuple[str, int, str, Any]] = field(default_factory=list)
+    db: Path | None = None
 
     @property
     def ok(self) -> bool:
@@ -132,7 +133,7 @@ def collect(dagrun: Any, db: Path, landing: Path) -> Outcome:
             .all()
         )
         xcoms = [(r.task_id, r.map_index, r.key, XComModel.deserialize_value(r)) for r in rows]
-    return Outcome(dagrun, task_states, tries, labels, table_rows(db), landed_files(landing), xcoms)
+    return Outcome(dagrun, task_states, tries, labels, table_rows(db), landed_files(landing), xcoms, db)
 
 
 @dataclass

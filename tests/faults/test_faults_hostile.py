@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
 from airflow_provider_openbanking.landing import safe_segment
 from airflow_provider_openbanking.transport import path_segment
-from tests.faults.harness import only, only_files, run_main
+from tests.faults.harness import log_text, only, only_files, run_main
 
 pytestmark = pytest.mark.faults
 
@@ -133,3 +134,61 @@ def test_hostile_statement_ids_land_inside_the_destination(fsb, consent, dagbag,
     # Each id went out as exactly one path segment, so the sandbox found every resource.
     assert path_segment(hostile_statement) == "..%2F..%2F..%2F..%2Ftmp%2Fevil%3Fdownload%3D1%23x"
     assert set(fsb.counters()["status"]) == {"200"}
+
+
+def test_oversized_pages_and_wrong_types_fail_clearly_without_damage(
+    fsb, consent, main_dag, env, baseline, capfd, caplog
+):
+    """A page larger than ``max_response_bytes`` (with or without a Content-Length) is refused;
+    a record that is not an object fails its account; a transaction whose fields have the wrong
+    type lands as the bank sent it (the landing zone is raw) but is refused by the load, whose
+    other windows still load. The warehouse already holds the fault-free run's rows: none of them
+    changes."""
+    a = [acc["accountId"] for acc in fsb.truth_accounts("cust-0001")]
+    b = [acc["accountId"] for acc in fsb.truth_accounts("cust-0002")]
+    conns = [consent("ob_a"), consent("ob_b", max_response_bytes=65536)]
+    shutil.copy(baseline.db, env.db)
+    page = {"count": 99, "with_offset": True}
+    fsb.inject(
+        {"kind": "corrupt", "record": 42, "path": f"/accounts/{a[0]}/transactions", **page},
+        {"kind": "corrupt", "set": {"amount": "n/a"}, "path": f"/accounts/{a[1]}/transactions"},
+        {"kind": "corrupt", "set": {"transactionId": {"id": 1}}, "path": f"/accounts/{b[0]}/transactions"},
+        {"kind": "oversized", "bytes": 200_000, "path": f"/accounts/{b[1]}/transactions", **page},
+        {
+            "kind": "oversized",
+            "bytes": 200_000,
+            "chunked": True,
+            "path": f"/accounts/{b[2]}/transactions",
+            **page,
+        },
+    )
+
+    outcome = run_main(main_dag, env, conns)
+
+    assert outcome.failed
+    refused = {f"ob_a {a[0]}", f"ob_b {b[1]}", f"ob_b {b[2]}"}
+    for label, state in outcome.transactions().items():
+        assert state == ("failed" if label in refused else "success"), label
+    assert outcome.state_of("load_transactions") == "failed"
+    assert outcome.table == baseline.table, "no row of the warehouse changed"
+    expected = only_files(conns, baseline.files)
+    assert set(outcome.files) == {
+        k for k in expected if not any(f"account_id={x}." in k for x in (a[0], b[1], b[2]))
+    }
+    for path, data in outcome.files.items():
+        changed = [x for x, y in zip(data.splitlines(), expected[path].splitlines(), strict=True) if x != y]
+        assert len(changed) == (1 if any(f"account_id={x}." in path for x in (a[1], b[0])) else 0), path
+
+    log = log_text(capfd, caplog)
+    assert "bad record: expected an object, got int" in log
+    assert (
+        log.count(
+            f"accounts/{b[1]}/transactions failed, HTTP 200: the response body is larger than 65536 bytes"
+        )
+        >= 1
+    )
+    assert (
+        f"accounts/{b[2]}/transactions failed, HTTP 200: the response body is larger than 65536 bytes" in log
+    )
+    assert "amount 'n/a' is not a number" in log
+    assert "transactionId {'id': 1} is not a string" in log
