@@ -7,6 +7,7 @@ Custom fields are read from the extras with or without the legacy ``extra__openb
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -98,10 +99,18 @@ def _as_path(conn_id: str, field: str, value: Any, default: str) -> str:
 def parse_connection(conn: Any) -> OpenBankingConfig:
     """Build an :class:`OpenBankingConfig` from an Airflow ``Connection``."""
     conn_id = str(conn.conn_id)
-    try:
-        extras = conn.extra_dejson if conn.extra else {}
-    except Exception:  # malformed JSON in the extra field
-        raise ConnectionConfigError(conn_id, "extra", "is not valid JSON") from None
+    raw_extra = conn.extra
+    if isinstance(raw_extra, dict):
+        extras = raw_extra
+    elif raw_extra:
+        # Not ``extra_dejson``: it logs a traceback and returns {} for malformed JSON, which would
+        # turn a typo into a consent that looks missing.
+        try:
+            extras = json.loads(raw_extra)
+        except (TypeError, ValueError):
+            raise ConnectionConfigError(conn_id, "extra", "is not valid JSON") from None
+    else:
+        extras = {}
     if not isinstance(extras, dict):
         raise ConnectionConfigError(conn_id, "extra", "must be a JSON object")
 

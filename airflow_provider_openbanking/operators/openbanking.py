@@ -83,6 +83,13 @@ def _to_utc(value: dt.datetime | dt.date | str, name: str) -> dt.datetime:
     raise ValueError(f"{name} must be a datetime, a date or an ISO string, got {type(value).__name__}")
 
 
+def _literal(value: Any) -> bool:
+    """A date or a string that is not a Jinja template: checkable when the DAG is parsed."""
+    if isinstance(value, str):
+        return bool(value) and "{{" not in value and "{%" not in value
+    return isinstance(value, dt.date)
+
+
 def _last_day(start: dt.datetime, end: dt.datetime) -> dt.date:
     """The last calendar day (UTC) of the half-open interval [start, end), for the API's
     inclusive ``endTime``; never before ``start``'s day."""
@@ -166,6 +173,10 @@ class _OpenBankingBaseOperator(BaseOperator):
         self.include_full_account_number = include_full_account_number
         self._landed_paths: list[str] = []
         self._landed_files: list[str] = []
+        if _literal(start_time) and _literal(end_time):  # templated ones are checked at run time
+            start, end = _to_utc(start_time, "start_time"), _to_utc(end_time, "end_time")  # type: ignore[arg-type]
+            if start > end:
+                raise ValueError(f"start_time {start.isoformat()} is after end_time {end.isoformat()}")
 
     # -- the data interval -----------------------------------------------------------------------
 
@@ -523,6 +534,8 @@ class OpenBankingAccountsOperator(_AccountsArgOperator):
 
     def __init__(self, *, result_type: str = "lightweight", **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if _literal(result_type) and result_type not in ("lightweight", "details"):
+            raise ValueError(f"result_type must be 'lightweight' or 'details', got {result_type!r}")
         self.result_type = result_type
 
     def land(
