@@ -144,7 +144,9 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
         .sign(key, hashes.SHA256())
     )
@@ -286,6 +288,11 @@ def test_the_sandbox_never_redirects_to_an_unregistered_uri(fsb):
     assert fsb.issued_secrets()["codes"] == []
     # The registered URIs are accepted (the refusals above are not a server that refuses all).
     for client_id, uri in (("partner", registered), ("demo-client", "http://127.0.0.1:8976/cb")):
-        query = {"response_type": "code", "client_id": client_id, "redirect_uri": uri, "scope": "ACCOUNT_BASIC"}
+        query = {
+            "response_type": "code",
+            "client_id": client_id,
+            "redirect_uri": uri,
+            "scope": "ACCOUNT_BASIC",
+        }
         resp = requests.get(f"{fsb.url}/api/v1/authorize", params=query, allow_redirects=False, timeout=10)
         assert resp.status_code == 302 and resp.headers["location"].startswith(uri + "?code=")
