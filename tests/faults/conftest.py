@@ -8,8 +8,7 @@ for pages of 5, so every account is paginated and a fault can land mid-paginatio
 from __future__ import annotations
 
 import datetime as dt
-import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +16,19 @@ import pytest
 
 from airflow_provider_openbanking.hooks.openbanking import clear_token_cache
 from airflow_provider_openbanking.sandbox.testing import SandboxServer
-from tests.faults.harness import CLOCK, DAG_ID, POOL, Env, Outcome, conn_json, run_main
-from tests.fixtures_openbanking import forget_stored_token
-
-#: The consents of the baseline run (one connection per customer).
-CONSENTS = {"ob_a": "cust-0001", "ob_b": "cust-0002", "ob_c": "cust-0003"}
-SANDBOX_OPTIONS = {"customers": 3, "accounts_per_customer": 3, "transactions_per_account": 120, "seed": 8}
+from tests.faults.harness import (
+    CONSENTS,
+    DAG_ID,
+    POOL,
+    SANDBOX_OPTIONS,
+    Consents,
+    Env,
+    Outcome,
+    make_consents,
+    reset_sandbox,
+    run_main,
+    use_env,
+)
 
 
 @pytest.fixture(scope="package")
@@ -31,16 +37,10 @@ def fault_server() -> Iterator[SandboxServer]:
         yield server
 
 
-def _reset(server: SandboxServer) -> None:
-    server.reset()
-    server.configure(now=CLOCK.isoformat())
-    clear_token_cache()
-
-
 @pytest.fixture
 def fsb(fault_server: SandboxServer) -> Iterator[SandboxServer]:
     """The fault sandbox reset to its startup state, the bank clock just after the run's interval."""
-    _reset(fault_server)
+    reset_sandbox(fault_server)
     yield fault_server
     clear_token_cache()
 
@@ -72,38 +72,15 @@ def main_dag(_parsed_main_dag: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     return _parsed_main_dag
 
 
-def _use_env(setenv: Callable[[str, str], None], root: Path) -> Env:
-    env = Env(db=root / "warehouse.db", landing=root / "landing")
-    setenv("AIRFLOW_CONN_OPENBANKING_WAREHOUSE", json.dumps({"conn_type": "sqlite", "host": str(env.db)}))
-    setenv("AIRFLOW__OPENBANKING__LANDING_DESTINATION", str(env.landing))
-    return env
-
-
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
     """A fresh warehouse database and landing directory for this test's runs."""
-    return _use_env(monkeypatch.setenv, tmp_path)
-
-
-Consents = Callable[..., str]
-
-
-def _consents(server: SandboxServer, setenv: Callable[[str, str], None]) -> Consents:
-    def make(conn_id: str, customer_id: str | None = None, **extra: Any) -> str:
-        """A connection ``conn_id`` holding a fresh consent of ``customer_id`` (default: the
-        customer of ``CONSENTS[conn_id]``); ``extra`` overrides connection extras."""
-        customer = customer_id or CONSENTS[conn_id]
-        token = extra.pop("refresh_token", None) or server.grant_consent(customer)
-        setenv(f"AIRFLOW_CONN_{conn_id.upper()}", conn_json(server.url, token, **extra))
-        forget_stored_token(conn_id)
-        return conn_id
-
-    return make
+    return use_env(monkeypatch.setenv, tmp_path)
 
 
 @pytest.fixture
 def consent(fsb: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> Consents:
-    return _consents(fsb, monkeypatch.setenv)
+    return make_consents(fsb, monkeypatch.setenv)
 
 
 @pytest.fixture(scope="package")
@@ -111,10 +88,10 @@ def baseline(
     fault_server: SandboxServer, _parsed_main_dag: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Outcome:
     """The fault-free run every faulted run is compared with (all three consents)."""
-    _reset(fault_server)
+    reset_sandbox(fault_server)
     with pytest.MonkeyPatch.context() as mp:
-        env = _use_env(mp.setenv, tmp_path_factory.mktemp("baseline"))
-        make = _consents(fault_server, mp.setenv)
+        env = use_env(mp.setenv, tmp_path_factory.mktemp("baseline"))
+        make = make_consents(fault_server, mp.setenv)
         outcome = run_main(_parsed_main_dag, env, [make(conn_id) for conn_id in CONSENTS])
     clear_token_cache()
     assert outcome.ok, outcome.states

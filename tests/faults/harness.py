@@ -30,7 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_openbanking.hooks.openbanking import clear_token_cache
+from airflow_provider_openbanking.sandbox.testing import SandboxServer
 from tests.dags.test_example_dags_e2e import DAG_ID, states, succeeded
+from tests.fixtures_openbanking import forget_stored_token
 
 UTC = dt.timezone.utc
 #: Manual runs at midnight cover the day before: the interval [11-16, 11-17).
@@ -42,6 +45,10 @@ TABLE = "openbanking_transactions"
 POOL = "openbanking_api"
 
 __all__ = ["CLOCK", "DAG_ID", "INTERVAL", "LOGICAL", "states", "succeeded"]
+
+#: The consents of the baseline run (one connection per customer).
+CONSENTS = {"ob_a": "cust-0001", "ob_b": "cust-0002", "ob_c": "cust-0003"}
+SANDBOX_OPTIONS = {"customers": 3, "accounts_per_customer": 3, "transactions_per_account": 120, "seed": 8}
 
 
 @dataclass
@@ -233,8 +240,6 @@ def prepare_forked_process() -> None:  # pragma: no cover - runs in children
     from airflow.api_fastapi.execution_api.app import InProcessExecutionAPI
     from airflow.sdk.execution_time import supervisor
 
-    from airflow_provider_openbanking.hooks.openbanking import clear_token_cache
-
     if os.environ.get("FAULTS_DEBUG_DIR"):
         import faulthandler
 
@@ -424,6 +429,35 @@ def conn_json(
     return json.dumps(
         {"conn_type": "openbanking", "host": url, "login": login, "password": password, "extra": extras}
     )
+
+
+def reset_sandbox(server: SandboxServer) -> None:
+    server.reset()
+    server.configure(now=CLOCK.isoformat())
+    clear_token_cache()
+
+
+def use_env(setenv: Callable[[str, str], None], root: Path) -> Env:
+    env = Env(db=root / "warehouse.db", landing=root / "landing")
+    setenv("AIRFLOW_CONN_OPENBANKING_WAREHOUSE", json.dumps({"conn_type": "sqlite", "host": str(env.db)}))
+    setenv("AIRFLOW__OPENBANKING__LANDING_DESTINATION", str(env.landing))
+    return env
+
+
+Consents = Callable[..., str]
+
+
+def make_consents(server: SandboxServer, setenv: Callable[[str, str], None]) -> Consents:
+    def make(conn_id: str, customer_id: str | None = None, **extra: Any) -> str:
+        """A connection ``conn_id`` holding a fresh consent of ``customer_id`` (default: the
+        customer of ``CONSENTS[conn_id]``); ``extra`` overrides connection extras."""
+        customer = customer_id or CONSENTS[conn_id]
+        token = extra.pop("refresh_token", None) or server.grant_consent(customer)
+        setenv(f"AIRFLOW_CONN_{conn_id.upper()}", conn_json(server.url, token, **extra))
+        forget_stored_token(conn_id)
+        return conn_id
+
+    return make
 
 
 def env_conn(conn_id: str) -> dict[str, Any]:

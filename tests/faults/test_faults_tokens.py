@@ -17,8 +17,18 @@ import pytest
 
 from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook, clear_token_cache
 from airflow_provider_openbanking.sandbox.testing import SandboxServer
-from tests.faults.conftest import SANDBOX_OPTIONS, _consents, _reset
-from tests.faults.harness import ForkedTasks, log_text, only, only_files, periodically, run_main
+from tests.faults.harness import (
+    SANDBOX_OPTIONS,
+    ForkedTasks,
+    log_text,
+    make_consents,
+    only,
+    only_files,
+    periodically,
+    reset_sandbox,
+    run_main,
+    use_env,
+)
 
 pytestmark = pytest.mark.faults
 
@@ -58,17 +68,16 @@ def eight_accounts() -> Iterator[SandboxServer]:
 def test_rotating_refresh_token_with_eight_mapped_tasks_at_once(
     eight_accounts, main_dag, tmp_path, monkeypatch, capfd, caplog
 ):
-    from tests.faults.conftest import _use_env
 
     sandbox = eight_accounts
-    _reset(sandbox)
-    make = _consents(sandbox, monkeypatch.setenv)
-    plain = run_main(main_dag, _use_env(monkeypatch.setenv, tmp_path / "plain"), [make("ob_a")])
+    reset_sandbox(sandbox)
+    make = make_consents(sandbox, monkeypatch.setenv)
+    plain = run_main(main_dag, use_env(monkeypatch.setenv, tmp_path / "plain"), [make("ob_a")])
     assert plain.ok and len(plain.transactions("success")) == 8
 
-    _reset(sandbox)
+    reset_sandbox(sandbox)
     sandbox.configure(rotate_refresh_tokens=True, refresh_grace_seconds=0)
-    env = _use_env(monkeypatch.setenv, tmp_path / "rotating")
+    env = use_env(monkeypatch.setenv, tmp_path / "rotating")
     conn_id = make("ob_a")
     original = json.loads(__import__("os").environ["AIRFLOW_CONN_OB_A"])["extra"]["refresh_token"]
     barrier = ForkedTasks.context_barrier(8)
