@@ -15,6 +15,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -56,6 +57,8 @@ DEFAULT_MAX_RESPONSE_BYTES = 64 * 2**20
 _READ_CHUNK = 1 << 20
 #: Error bodies are read up to this size (FDX error documents are a few hundred bytes).
 _MAX_ERROR_BODY = 1 << 20
+#: What an SSLError says when the server's certificate (or its name) is not trusted.
+_CERT_FAILURE = re.compile(r"certificate verify failed[^'\")]*|hostname '[^']*' doesn't match[^'\")]*")
 
 
 class TokenSource(Protocol):
@@ -318,6 +321,18 @@ class Transport:
                     stream=stream,
                     allow_redirects=True,
                 )
+            except requests.exceptions.SSLError as exc:
+                reason = _CERT_FAILURE.search(str(exc))
+                if reason is None:  # a handshake cut short: as transient as any dropped connection
+                    raise self._network_error(method, path, exc) from None
+                raise ApiError(  # an untrusted certificate stays untrusted: not retried
+                    self._endpoint(method, path),
+                    None,
+                    None,
+                    f"TLS {reason.group(0)}",
+                    hint="The server's certificate is not trusted: set the connection's verify extra to "
+                    "the CA bundle that signed it (verify: false turns the check off; never in production)",
+                ) from None
             except (requests.ConnectionError, requests.Timeout) as exc:
                 # ChunkedEncodingError and ContentDecodingError are not subclasses of
                 # ConnectionError, but a body cut mid-way is just as transient.
