@@ -89,8 +89,10 @@ class ApiError(OpenBankingError):
         text = ", ".join(parts)
         if self.api_message:
             text += f": {self.api_message}"
-        ids = [f"ob-correlation-id={self.correlation_id or '-'}", f"ob-trace-id={self.trace_id or '-'}"]
-        text += f" ({', '.join(ids)})"
+        if self.status is not None or self.correlation_id or self.trace_id:
+            # Only a server that answered has correlation ids to quote (none when nothing answered).
+            ids = [f"ob-correlation-id={self.correlation_id or '-'}", f"ob-trace-id={self.trace_id or '-'}"]
+            text += f" ({', '.join(ids)})"
         if self.hint:
             text += f". {self.hint}"
         return text
