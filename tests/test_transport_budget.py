@@ -147,7 +147,14 @@ def test_rate_limiter_is_asked_before_every_request_and_paused_by_retry_after(sa
         sandbox.url, retry=RetryPolicy(max_attempts=4, initial_wait=0.05), rate_limiter=limiter
     )
     sandbox.inject(
-        {"kind": "status", "status": 429, "code": "1207", "retry_after": 0.4, "count": 1, "path": "/providers"},
+        {
+            "kind": "status",
+            "status": 429,
+            "code": "1207",
+            "retry_after": 0.4,
+            "count": 1,
+            "path": "/providers",
+        },
         {"kind": "status", "status": 503, "count": 1, "path": "/providers"},
     )
     before = time.monotonic()
