@@ -106,7 +106,10 @@ def test_consent_without_account_scopes_is_ok_when_the_server_says_so(make_conn)
     [
         ({"password": "wrong-secret"}, "login/password"),
         ({"host": ""}, "field 'host'"),
-        ({"host": "http://127.0.0.1:9", "max_attempts": 1}, "cannot connect to 127.0.0.1:9: Connection refused"),
+        (
+            {"host": "http://127.0.0.1:9", "max_attempts": 1},
+            "cannot connect to 127.0.0.1:9: Connection refused",
+        ),
     ],
 )
 def test_errors_are_a_state(make_conn, overrides, expected):

@@ -24,7 +24,9 @@ def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_typos_in_extras_warn_naming_the_closest_key_once(make_conn, sandbox, caplog, fresh_warnings):
-    conn_id = make_conn("ob_typos", **{"redirect_url": "https://example.com/cb", "page-size": 5, "colour": "x"})
+    conn_id = make_conn(
+        "ob_typos", **{"redirect_url": "https://example.com/cb", "page-size": 5, "colour": "x"}
+    )
     caplog.set_level(logging.WARNING, logger="airflow_provider_openbanking.connection")
     for _ in range(2):  # a second hook of the same connection does not repeat the warnings
         assert OpenBankingHook(conn_id).config.page_size is None, "the typo is ignored, not guessed"
@@ -55,7 +57,9 @@ def test_a_task_log_has_no_masking_noise_about_provider_id(
     monkeypatch.setattr(SecretsMasker, "_has_warned_short_secret", False)  # once per process
     conn_id = make_conn("ob_quiet")  # provider_id "1000": four characters, and no secret
     with DAG("ob_quiet", schedule=None, start_date=dt.datetime(2026, 11, 1, tzinfo=UTC)) as dag:
-        OpenBankingAccountsOperator(task_id="accounts", openbanking_conn_id=conn_id, destination=str(tmp_path))
+        OpenBankingAccountsOperator(
+            task_id="accounts", openbanking_conn_id=conn_id, destination=str(tmp_path)
+        )
     result = run_dag(dag, dt.datetime(2026, 11, 17, tzinfo=UTC))
     assert result.states == {"accounts": "success"}
     log = log_text(capfd, caplog)
