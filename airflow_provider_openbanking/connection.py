@@ -43,6 +43,7 @@ KNOWN_EXTRAS: frozenset[str] = frozenset(
         "token_store",
         "consent_store",
         "consent_store_conn_id",
+        "consent_store_fernet_conn_id",
         "max_attempts",
         "max_elapsed",
         "retry_initial_wait",
