@@ -38,7 +38,6 @@ def _dag(dag_id: str) -> DAG:
 def _airflow_connections_add(conn_id: str, *args: str) -> None:
     """``airflow connections add`` into the test session's metadata DB, as a user would."""
     airflow = [sys.executable, "-m", "airflow"]
-    subprocess.run([*airflow, "connections", "delete", conn_id], capture_output=True, env=os.environ.copy())
     done = subprocess.run(
         [*airflow, "connections", "add", conn_id, *args],
         capture_output=True,
