@@ -352,10 +352,16 @@ def check_destination_writable(destination: ObjectStoragePath | str | None) -> O
     """
     from airflow_provider_openbanking.exceptions import LandingDestinationError
 
-    target = to_storage_path(destination)
+    try:  # an unknown scheme, a provider missing for it: no retry installs the provider
+        target = to_storage_path(destination)
+        fs: Any = target.fs
+    except Exception as exc:
+        reason = str(exc).strip() or type(exc).__name__
+        raise LandingDestinationError(
+            str(destination), f"could not open it ({type(exc).__name__}: {reason})"
+        ) from None
     shown = str(target)
     local = (target.protocol or "file") in ("file", "local")
-    fs: Any = target.fs
     root = str(target.path)
     probe = f"{root.rstrip('/')}/{PROBE_PREFIX}{uuid.uuid4().hex[:12]}-{os.getpid()}"
     created: list[str] = []

@@ -134,3 +134,22 @@ def test_a_transient_fault_stays_retryable(make_conn, sandbox, tmp_path):
     assert result.states == {"accounts": "success"}
     assert result.tries == {"accounts": 2}, "the 503 failed try 1; Airflow's retry landed it"
     assert Path(result.xcoms["accounts"]["paths"][0].removeprefix("file://")).exists()
+
+
+def test_a_destination_whose_store_cannot_be_opened_is_not_retryable(tmp_path):
+    """An unknown scheme (a provider not installed, a typo): no retry fixes that either."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from airflow_provider_openbanking.exceptions import LandingDestinationError
+    from airflow_provider_openbanking.landing import check_destination_writable
+
+    with pytest.raises(LandingDestinationError) as err:
+        check_destination_writable("nosuchfs://bucket/openbanking")
+    assert isinstance(err.value, AirflowFailException)
+    assert str(err.value).startswith(
+        "The landing destination nosuchfs://bucket/openbanking cannot be written: could not open it ("
+    )
+    # a writable one is proven and left as it was: no probe object, no directory created
+    target = tmp_path / "new" / "landing"
+    assert str(check_destination_writable(str(target))) == f"file://{target}"
+    assert not (tmp_path / "new").exists()
