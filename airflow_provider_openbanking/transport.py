@@ -552,7 +552,7 @@ class Transport:
             text = f"{where} did not answer within the timeout ({cause})"
             hint = "The server is slow or stuck; raise the connection's timeout extra if it is just slow"
         else:
-            text = f"connection to {where} failed or dropped mid-response: {cause}"
+            text = f"connection failed or dropped mid-response ({where}): {cause}"
             hint = None
         return TransientApiError(
             self._endpoint(method, path),
