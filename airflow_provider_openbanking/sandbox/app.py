@@ -16,6 +16,7 @@ import hmac
 import html
 import json
 import logging
+import math
 import re
 import secrets
 import time
@@ -48,6 +49,8 @@ log = logging.getLogger("airflow_provider_openbanking.sandbox")
 
 FDX = "/api/fdx/5"
 MAX_LIMIT = 1000
+#: Customers listed in the consent page's picker (``login_hint`` reaches any other one).
+PICKER_CUSTOMERS = 50
 LOOPBACK = ("127.0.0.1", "::1", "localhost", "testclient")
 DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 SCOPE_LABELS = {
@@ -249,6 +252,26 @@ def _unalias_path(scope: Scope, sb: Sandbox) -> Scope:
     return {**scope, "raw_path": new_raw, "path": unquote(new_raw.decode("latin-1"))}
 
 
+def _client_of(scope: Scope, sb: Sandbox) -> str | None:
+    """The OAuth client a request comes from: its bearer token's client, or its HTTP Basic
+    client id (the token endpoint's body credentials are rate-limited by the handler)."""
+    for name, value in scope.get("headers", []):
+        if name != b"authorization":
+            continue
+        auth = value.decode("latin-1")
+        if auth[:7].lower() == "bearer ":
+            at = sb.access_tokens.get(auth[7:].strip())
+            return at.client_id if at is not None else None
+        if auth[:6].lower() == "basic ":
+            try:
+                decoded = base64.b64decode(auth[6:].strip(), validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                return None
+            return unquote_plus(decoded.partition(":")[0]) or None
+        return None
+    return None
+
+
 def _is_json(start: Message) -> bool:
     for name, value in start.get("headers", []):
         if name.lower() == b"content-type":
@@ -336,6 +359,12 @@ class SandboxMiddleware:
             sb.count_request(f"{method} {template or path}")
             if sb.knobs.latency_ms > 0:
                 await asyncio.sleep(sb.knobs.latency_ms / 1000)
+            if path.startswith("/api/") and sb.knobs.rate_limit_rps > 0:
+                client_id = _client_of(scope, sb)
+                wait = sb.rate_limit(client_id) if client_id is not None else None
+                if wait is not None:
+                    await self._send_rate_limited(send, extra, wait)
+                    return
             if path.startswith("/api/"):
                 # a pagination loop needs a request offset to repeat: only requests carrying one qualify
                 has_offset = _has_offset(scope)
@@ -393,6 +422,18 @@ class SandboxMiddleware:
         headers = [(b"content-type", ctype), (b"content-length", b"%d" % len(body)), *extra]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    async def _send_rate_limited(self, send: Send, extra: list[tuple[bytes, bytes]], wait: float) -> None:
+        body = dumps(
+            {
+                "code": "1207",
+                "message": "Too many requests",
+                "debugMessage": f"over the rate limit of {self.sb.knobs.rate_limit_rps:g} requests/s for this client",
+            }
+        )
+        self.sb.count_status(429)
+        retry_after = str(max(1, math.ceil(wait))).encode()
+        await self._send(send, 429, body, [*extra, (b"retry-after", retry_after)])
 
     async def _fault(self, fault: dict[str, Any], send: Send, extra: list[tuple[bytes, bytes]]) -> None:
         kind = fault["kind"]
@@ -626,6 +667,15 @@ def create_app(sandbox: Sandbox) -> FastAPI:
             date_to_epoch(end) + DAY - 1 if end else None,
         )
 
+    def rate_limited(wait: float) -> Response:
+        return fdx_error(
+            429,
+            "1207",
+            "Too many requests",
+            f"over the rate limit of {sb.knobs.rate_limit_rps:g} requests/s for this client",
+            {"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+
     def empty_1107() -> Response:
         return fdx_error(404, "1107", "No data found for the given parameters", "empty result")
 
@@ -669,6 +719,9 @@ def create_app(sandbox: Sandbox) -> FastAPI:
                     raise OAuthError(400, "invalid_request", "client_id differs from the Basic credentials")
             else:
                 client_id, client_secret = params.get("client_id", ""), params.get("client_secret", "")
+                wait = sb.rate_limit(client_id) if client_id in sb.clients else None
+                if wait is not None:
+                    return rate_limited(wait)
             grant = params.get("grant_type")
             if not grant:
                 raise OAuthError(400, "invalid_request", "grant_type is required")
@@ -747,12 +800,19 @@ def create_app(sandbox: Sandbox) -> FastAPI:
         params = {"error": "access_denied", "error_description": "The user denied the access", "state": state}
         return redirect(redirect_uri, params)
 
+    def picker_customers(selected: str) -> list[Customer]:
+        """The first customers (a bank of 100,000 would make a page nobody can use), plus the selected one."""
+        shown = list(bank.customers[:PICKER_CUSTOMERS])
+        if all(c.customer_id != selected for c in shown) and selected in bank.customer_by_id:
+            shown.append(bank.customer_by_id[selected])
+        return shown
+
     def consent_page(request_id: str, pending: PendingAuthorization, provider_id: str | None) -> Response:
         provider = next((p["name"] for p in PROVIDERS if p["id"] == provider_id), PROVIDERS[0]["name"])
         options = "".join(
             f'<option value="{c.customer_id}"{" selected" if c.customer_id == pending.customer_id else ""}>'
             f"{html.escape(c.first)} {html.escape(c.last)} ({c.customer_id})</option>"
-            for c in bank.customers
+            for c in picker_customers(pending.customer_id)
         )
         scopes = "".join(
             f"<li><code>{s}</code> - {html.escape(SCOPE_LABELS[s])}</li>" for s in pending.scopes
@@ -1172,6 +1232,25 @@ def create_app(sandbox: Sandbox) -> FastAPI:
                 "client_id": consent.client_id,
                 "scopes": list(consent.scopes),
                 "consent_id": consent.consent_id,
+            }
+        )
+
+    @app.post("/_admin/consents/bulk")
+    async def grant_consents_bulk(request: Request) -> Response:
+        body = await json_body(request)
+        if not isinstance(body, dict):
+            raise KnobError("body must be an object")
+        consents = sb.create_consents_bulk(body.get("count"), body.get("scopes"), body.get("client_id"))
+        return json_response(
+            {
+                "consents": [
+                    {
+                        "consent_id": c.customer_id,
+                        "customer_id": c.customer_id,
+                        "refresh_token": c.refresh_token,
+                    }
+                    for c in consents
+                ]
             }
         )
 
