@@ -554,8 +554,13 @@ def create_app(sandbox: Sandbox) -> FastAPI:
             # e.g. an account id holding an encoded "/": no route matches, but for the client it is
             # simply an account that does not exist
             return fdx_error(404, "701", "Account not found", f"No such resource {request.url.path!r}")
+        # keep the exception's headers: a 405 carries ``Allow`` (RFC 9110 15.5.6)
         return fdx_error(
-            exc.status_code, str(exc.status_code), str(exc.detail), f"{request.method} {request.url.path}"
+            exc.status_code,
+            str(exc.status_code),
+            str(exc.detail),
+            f"{request.method} {request.url.path}",
+            dict(exc.headers or {}),
         )
 
     @app.exception_handler(KnobError)
@@ -602,7 +607,7 @@ def create_app(sandbox: Sandbox) -> FastAPI:
         q = request.query_params
         raw_limit = q.get("limit")
         limit = sb.knobs.page_size
-        if raw_limit:
+        if raw_limit is not None:  # ``limit=`` (empty) is not an integer: refused, as 0 is
             try:
                 limit = int(raw_limit)
             except ValueError:
@@ -630,6 +635,17 @@ def create_app(sandbox: Sandbox) -> FastAPI:
         def href(off: str) -> dict[str, str]:
             return {"href": path + "?" + urlencode([*kept, ("offset", off)])}
 
+        if offset > 0 and offset >= total:
+            # never an offset this server handed out (or the data shrank under it): a conforming
+            # server refuses it instead of serving an empty page whose prevOffset is past the data
+            raise Denied(
+                fdx_error(
+                    400,
+                    "401",
+                    "Invalid input",
+                    f"offset {request.query_params.get('offset')!r} is past the end of the {total} element(s)",
+                )
+            )
         page: dict[str, Any] = {"totalElements": total}
         links: dict[str, Any] = {}
         if offset + limit < total:
@@ -658,6 +674,8 @@ def create_app(sandbox: Sandbox) -> FastAPI:
             ) from None
 
     def date_window(request: Request) -> tuple[int | None, int | None]:
+        if sb.knobs.strict_fdx53:  # a strict FDX 5.3 server ignores the dates: every record
+            return None, None
         start = parse_day(request.query_params.get("startTime"), "startTime")
         end = parse_day(request.query_params.get("endTime"), "endTime")
         if start and end and end < start:
@@ -921,7 +939,7 @@ def create_app(sandbox: Sandbox) -> FastAPI:
             )
         at = customer_token(request, "ACCOUNT_BASIC" if result_type == "lightweight" else "ACCOUNT_DETAILED")
         selected = customer_of(at).accounts
-        if q.get("accountIds"):
+        if q.get("accountIds") and not sb.knobs.strict_fdx53:  # not an FDX 5.3 parameter
             wanted = {sb.unalias(x.strip()) for x in q["accountIds"].split(",") if x.strip()}
             selected = [a for a in selected if a.account_id in wanted]
             if not selected:
@@ -930,7 +948,8 @@ def create_app(sandbox: Sandbox) -> FastAPI:
                 )
         offset, limit = paging(request)
         doc = page_doc(request, offset, limit, len(selected))
-        holdings = "INVESTMENTS" in at.scopes
+        # FDX 5.3 has holdings only on /accounts/{accountId}
+        holdings = "INVESTMENTS" in at.scopes and not sb.knobs.strict_fdx53
         as_of = balance_as_of()
         doc["accounts"] = [
             {a.wrapper: a.lightweight() if result_type == "lightweight" else a.full(as_of, holdings=holdings)}

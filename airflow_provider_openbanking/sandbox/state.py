@@ -119,6 +119,10 @@ class Knobs:
     #: Over it: 429, FDX code 1207, ``Retry-After``.
     rate_limit_rps: float = 0
     rate_limit_burst: int = 0
+    #: Behave like a strict FDX 5.3 server: ``/accounts`` ignores ``accountIds`` and lists no
+    #: holdings (they are only on ``/accounts/{accountId}``); transactions and statements ignore
+    #: ``startTime``/``endTime`` (every record is served).
+    strict_fdx53: bool = False
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -132,7 +136,7 @@ class Knobs:
             raise KnobError(f"unknown knob(s) {unknown}; known: {sorted(names)}")
         staged: dict[str, Any] = {}
         for name, value in changes.items():
-            if name in ("rotate_refresh_tokens", "empty_as_1107", "statement_redirect"):
+            if name in ("rotate_refresh_tokens", "empty_as_1107", "statement_redirect", "strict_fdx53"):
                 staged[name] = _as_bool(name, value)
             elif name in (
                 "page_size",
