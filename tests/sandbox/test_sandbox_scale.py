@@ -85,7 +85,7 @@ def test_tens_of_thousands_of_customers_with_one_bulk_consent_call():
         listed = {c["consent_id"]: c for c in server.consents()}
         assert listed["cust-0001"]["scopes"] != ["ACCOUNT_BASIC"]  # the first bulk call's consent
         assert sum(c["customer_id"] == "cust-0001" for c in listed.values()) == 2
-        with pytest.raises(RuntimeError, match="HTTP 400.*more than the 20000 customers"):
+        with pytest.raises(RuntimeError, match=r"HTTP 400.*more than the 20000 customers"):
             server.grant_consents(count=20_001)
         rss = psutil.Process(server.pid).memory_info().rss
         assert rss < 250 * 2**20, f"{rss / 2**20:.0f} MB"
@@ -96,7 +96,10 @@ def test_rate_limit_per_client_answers_429_1207_with_retry_after(api, sandbox):
     sandbox.register_client("other-client", "other-secret", ["http://127.0.0.1:9/cb"])
     other = sandbox.grant_consent("cust-0002", client_id="other-client")
     other_token = api.token(
-        grant_type="refresh_token", refresh_token=other, client_id="other-client", client_secret="other-secret"
+        grant_type="refresh_token",
+        refresh_token=other,
+        client_id="other-client",
+        client_secret="other-secret",
     ).json()["access_token"]
     sandbox.configure(rate_limit_rps=4, rate_limit_burst=2)
     assert [api.fdx("/accounts", token).status_code for _ in range(2)] == [200, 200]
