@@ -45,10 +45,10 @@ class OpenBankingConfig:
     use_pkce: bool
     rotation_wait: float
     """Seconds to wait for another worker's rotated refresh token before declaring it dead."""
-    max_response_bytes: int = 64 * 2**20
-    """Largest JSON response body accepted (an oversized page is refused with a clear error)."""
     max_pages: int = DEFAULT_MAX_PAGES
     """Pages one pagination may walk before it ends with an error (a server that never stops)."""
+    max_response_bytes: int = 64 * 2**20
+    """Largest JSON response body accepted (an oversized page is refused with a clear error)."""
 
     def __repr__(self) -> str:
         return f"OpenBankingConfig(conn_id={self.conn_id!r}, base_url={self.base_url!r}, client_id={self.client_id!r})"

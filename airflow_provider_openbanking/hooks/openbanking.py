@@ -74,8 +74,6 @@ RESULT_TYPES = ("lightweight", "details")
 #: How long before expiry a cached access token is replaced (capped to a tenth of its lifetime, so
 #: short-lived tokens are used for 90% of their life; a 401 from a clock skew is refreshed and replayed).
 EXPIRY_SKEW_SECONDS = 30.0
-#: Investment accounts read by id at the same time when a listing carries no holdings (FDX 5.3).
-HOLDINGS_FETCH_WORKERS = 4
 
 
 @dataclass
@@ -795,6 +793,9 @@ class OpenBankingHook(BaseHook):
         data = self._get("customers", "current")
         return data if isinstance(data, dict) else {}
 
+    #: Investment accounts read by id at the same time when a listing carries no holdings (FDX 5.3).
+    holdings_fetch_workers: int = 4
+
     def iter_holdings(
         self,
         account_ids: Iterable[str] | None = None,
@@ -806,12 +807,12 @@ class OpenBankingHook(BaseHook):
 
         Flinks lists holdings in ``/accounts?resultType=details``; FDX 5.3 has them only on
         ``/accounts/{accountId}``. An investment account listed without holdings is therefore read
-        by id, ``HOLDINGS_FETCH_WORKERS`` at a time, so every holding lands from either kind of
+        by id, ``holdings_fetch_workers`` at a time, so every holding lands from either kind of
         server. ``stats``/``on_page`` count the pages of accounts walked (as in :meth:`iter_accounts`).
         """
         from concurrent.futures import Future, ThreadPoolExecutor
 
-        workers = max(1, min(HOLDINGS_FETCH_WORKERS, self._pool_size))
+        workers = max(1, min(self.holdings_fetch_workers, self._pool_size))
         queue: collections.deque[tuple[dict[str, Any], Future[dict[str, Any]] | None]] = collections.deque()
         fetched = 0
 

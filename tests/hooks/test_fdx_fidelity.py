@@ -18,7 +18,6 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_openbanking.exceptions import ConnectionConfigError
 from airflow_provider_openbanking.filtering import utc_day
-from airflow_provider_openbanking.hooks import openbanking as hook_module
 from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
 from airflow_provider_openbanking.pagination import DEFAULT_MAX_PAGES, PageLimitError, PageStats
 
@@ -62,7 +61,7 @@ def test_every_holding_from_either_kind_of_server(openbanking_conn, sandbox, mod
 
 def test_holdings_read_by_id_with_bounded_concurrency_in_order(monkeypatch):
     """Twelve investment accounts listed without holdings: read by id at most
-    ``HOLDINGS_FETCH_WORKERS`` at a time, yielded in account order. The listing and the account
+    ``holdings_fetch_workers`` at a time, yielded in account order. The listing and the account
     reads are stand-ins here (the sandbox has one investment account per customer): only the
     scheduling is under test."""
     listing = [{"accountId": f"inv-{i:02d}", "accountCategory": "INVESTMENT_ACCOUNT"} for i in range(12)]
@@ -90,7 +89,7 @@ def test_holdings_read_by_id_with_bounded_concurrency_in_order(monkeypatch):
     expected_order = [a["accountId"] for a in listing if a["accountCategory"] == "INVESTMENT_ACCOUNT"]
     assert [a for a, _ in out] == [a for a in expected_order for _ in range(1 if a == "inv-listed" else 2)]
     assert ("inv-listed", 0) in out
-    assert 1 < peak <= hook_module.HOLDINGS_FETCH_WORKERS
+    assert 1 < peak <= OpenBankingHook.holdings_fetch_workers
 
 
 def test_accounts_filtered_on_the_client(openbanking_conn, sandbox, mode, caplog):
