@@ -80,6 +80,11 @@ def test_tens_of_thousands_of_customers_with_one_bulk_consent_call():
         assert [next(iter(a.values()))["accountId"] for a in accounts] == truth and len(truth) == 5
         http.close()
 
+        tail = server.customers(offset=19_998)
+        assert [c["customerId"] for c in tail] == ["cust-19999", "cust-20000"]
+        assert [a["accountId"] for a in tail[1]["accounts"]] == truth
+        assert len(server.customers(offset=100, limit=3)) == 3
+
         first = server.grant_consents(count=2, scopes=["ACCOUNT_BASIC"])
         assert [c["customer_id"] for c in first] == ["cust-0001", "cust-0002"]
         listed = {c["consent_id"]: c for c in server.consents()}

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from ..data import DAY, date_to_epoch, iso_ts
-from ..dependencies import Denied, SandboxDep, balance_as_of, json_body, parse_day
-from ..responses import FDX, json_response
+from ..dependencies import SandboxDep, balance_as_of, json_body, parse_day
+from ..responses import FDX, Denied, json_response
 from ..state import KnobError, new_counters, normalize_scopes
 
 router = APIRouter(prefix="/_admin", tags=["admin"])
@@ -193,7 +193,16 @@ async def revoke_consent(request: Request, sb: SandboxDep) -> Response:
 
 
 @router.get("/customers")
-async def list_customers(sb: SandboxDep) -> Response:
+async def list_customers(request: Request, sb: SandboxDep) -> Response:
+    """Customers in order; ``offset`` / ``limit`` select a slice (a bank of 50,000 builds each one)."""
+    q = request.query_params
+    try:
+        offset = int(q.get("offset") or 0)
+        limit = int(q["limit"]) if q.get("limit") else len(sb.bank.customers)
+    except ValueError:
+        raise KnobError("offset and limit must be whole numbers") from None
+    if offset < 0 or limit < 0:
+        raise KnobError("offset and limit must be >= 0")
     return json_response(
         [
             {
@@ -204,7 +213,7 @@ async def list_customers(sb: SandboxDep) -> Response:
                     for a in c.accounts
                 ],
             }
-            for c in sb.bank.customers
+            for c in sb.bank.customers[offset : offset + limit]
         ]
     )
 
