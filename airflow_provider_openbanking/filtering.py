@@ -57,18 +57,19 @@ def record_day(record: Mapping[str, Any], fields: tuple[str, ...]) -> str | None
 
 
 def keep_in_window(
-    records: Iterator[dict[str, Any]],
+    records: Iterator[Any],
     start: str | None,
     end: str | None,
     fields: tuple[str, ...],
     *,
     stats: PageStats | None,
     endpoint: str,
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[Any]:
     """The records whose day (see :func:`record_day`) is in ``[start, end]`` (``YYYY-MM-DD``,
     both inclusive, either may be None); the others are counted and logged, once, when the walk ends.
 
-    A record without a readable date cannot be placed outside the window and is kept.
+    A record without a readable date cannot be placed outside the window and is kept; so is
+    anything that is not an object (the caller's own checks report it as malformed).
     """
     if start is None and end is None:
         yield from records
@@ -78,7 +79,7 @@ def keep_in_window(
     dropped = 0
     try:
         for record in records:
-            day = record_day(record, fields)
+            day = record_day(record, fields) if isinstance(record, Mapping) else None
             if day is None or low <= day <= high:
                 yield record
             else:

@@ -743,7 +743,7 @@ class OpenBankingHook(BaseHook):
             "statements", "accounts", account_id, "statements", params=params, stats=stats, on_page=on_page
         )
         yield from keep_in_window(
-            (item for item in items if isinstance(item, dict)),
+            items,
             params["startTime"],
             params["endTime"],
             STATEMENT_DATE_FIELDS,

@@ -17,7 +17,7 @@ import requests
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_openbanking.exceptions import ConnectionConfigError
-from airflow_provider_openbanking.filtering import utc_day
+from airflow_provider_openbanking.filtering import STATEMENT_DATE_FIELDS, keep_in_window, utc_day
 from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
 from airflow_provider_openbanking.pagination import DEFAULT_MAX_PAGES, PageLimitError, PageStats
 
@@ -274,3 +274,21 @@ def test_base_path_empty_or_trailing_slash_reaches_the_api(make_conn, base):
     """``""`` is an unset extra (the default, ``/api/fdx/5``); a trailing slash is dropped."""
     customer = OpenBankingHook(make_conn(fdx_base_path=base)).get_customer()
     assert customer["customerId"] == CUSTOMER
+
+
+def test_keep_in_window_keeps_what_it_cannot_place():
+    stats = PageStats()
+    records = [
+        42,
+        {"statementDate": "2026-01-01"},
+        {"statementDate": "2026-10-05"},
+        {},
+        {"statementDate": "x"},
+    ]
+    kept = list(
+        keep_in_window(
+            iter(records), "2026-10-01", "2026-10-31", STATEMENT_DATE_FIELDS, stats=stats, endpoint="GET x"
+        )
+    )
+    assert kept == [42, {"statementDate": "2026-10-05"}, {}, {"statementDate": "x"}]
+    assert stats.dropped == 1
