@@ -76,10 +76,23 @@ def keep_in_window(
         return
     low = start or "0000-00-00"
     high = end or "9999-99-99"
+    first = fields[0]
     dropped = 0
     try:
         for record in records:
-            day = record_day(record, fields) if isinstance(record, Mapping) else None
+            # hot path (once per landed record): a UTC timestamp in the first field, compared as text
+            value = record.get(first) if type(record) is dict else None
+            if (
+                type(value) is str
+                and (len(value) == 10 or value[-1:] == "Z")
+                and value[4:5] == "-" == value[7:8]
+                and value[:4].isdigit()
+            ):
+                day: str | None = value[:10]
+            elif isinstance(record, Mapping):
+                day = record_day(record, fields)
+            else:
+                day = None
             if day is None or low <= day <= high:
                 yield record
             else:
