@@ -142,10 +142,10 @@ def parse_day(raw: str | None, name: str) -> dt.date | None:
 
 
 def date_window(sb: Sandbox, request: Request) -> tuple[int | None, int | None]:
-    if sb.knobs.strict_fdx53:  # a strict FDX 5.3 server ignores the dates: every record
-        return None, None
     start = parse_day(request.query_params.get("startTime"), "startTime")
     end = parse_day(request.query_params.get("endTime"), "endTime")
+    if sb.knobs.strict_fdx53:  # a strict FDX 5.3 server checks the DateStrings, then serves every record
+        return None, None
     if start and end and end < start:
         raise Denied(fdx_error(400, "703", "Invalid date range", "endTime is before startTime"))
     return (
