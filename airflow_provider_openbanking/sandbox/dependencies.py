@@ -127,8 +127,9 @@ def page_doc(request: Request, offset: int, limit: int, total: int) -> dict[str,
 
 
 def parse_day(raw: str | None, name: str) -> dt.date | None:
-    if raw is None or raw == "":
+    if raw is None:
         return None
+    # ``startTime=`` (empty) is not a DateString: refused like any other malformed date
     try:
         if not DATE_RE.fullmatch(raw):
             raise ValueError(raw)

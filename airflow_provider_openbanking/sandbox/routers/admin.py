@@ -238,8 +238,8 @@ async def truth_transactions(request: Request, sb: SandboxDep) -> Response:
     if acct is None:
         return json_response({"error": f"unknown account {q.get('account_id')!r}"}, 404)
     try:
-        start = parse_day(q.get("start"), "start")
-        end = parse_day(q.get("end"), "end")
+        start = parse_day(q.get("start") or None, "start")
+        end = parse_day(q.get("end") or None, "end")
     except Denied:
         return json_response({"error": "start/end must be YYYY-MM-DD"}, 400)
     window = sb.bank.series(acct, sb.transactions_for(acct.account_id)).window(
