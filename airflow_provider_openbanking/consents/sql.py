@@ -244,7 +244,7 @@ class SqlConsentStore(ConsentStore):
                 if fresh:
                     db.execute(insert(t), fresh)
                 if existing:
-                    values = {
+                    values: dict[str, Any] = {
                         c: bindparam(f"v_{c}") for c in existing[0] if c not in ("conn_id", "consent_id")
                     }
                     stmt_u = (

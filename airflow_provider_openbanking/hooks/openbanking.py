@@ -590,7 +590,9 @@ class OpenBankingHook(BaseHook):
 
         self.consent_store.update(cfg.conn_id, self.consent_id, change)
 
-    def _refresh_access_token(self, record: ConsentRecord | None = None, min_ttl: float = 0.0) -> _AccessToken:
+    def _refresh_access_token(
+        self, record: ConsentRecord | None = None, min_ttl: float = 0.0
+    ) -> _AccessToken:
         """Refresh grant. Persists a rotated refresh token before anything else uses it.
 
         A rejected refresh token is retried with the store's newest token when another process
