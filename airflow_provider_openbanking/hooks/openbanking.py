@@ -310,9 +310,9 @@ class OpenBankingHook(BaseHook):
         )
         other.__dict__["config"] = self.config
         other._secrets = self._secrets  # connection-level secrets (the client secret)
-        if "transport" in self.__dict__:
-            other.__dict__["transport"] = self.transport
-            other._owns_transport = False
+        other.__dict__["transport"] = self.transport
+        other.__dict__["_client_tokens"] = self._client_tokens
+        other._owns_transport = False
         return other
 
     def consent_ids(self) -> list[str]:
