@@ -46,6 +46,8 @@ class OpenBankingConfig:
     """Seconds to wait for another worker's rotated refresh token before declaring it dead."""
     max_response_bytes: int = 64 * 2**20
     """Largest JSON response body accepted (an oversized page is refused with a clear error)."""
+    max_requests_per_second: float | None = None
+    """Client-side rate limit, shared by every thread of the process that uses this client."""
 
     def __repr__(self) -> str:
         return f"OpenBankingConfig(conn_id={self.conn_id!r}, base_url={self.base_url!r}, client_id={self.client_id!r})"
@@ -178,6 +180,7 @@ def parse_connection(conn: Any) -> OpenBankingConfig:
         raise ConnectionConfigError(conn_id, "token_request_format", f"must be 'json' or 'form', got {fmt!r}")
 
     provider_id = _extra(extras, "provider_id")
+    rate = _extra(extras, "max_requests_per_second")
     return OpenBankingConfig(
         conn_id=conn_id,
         base_url=base_url,
@@ -210,6 +213,9 @@ def parse_connection(conn: Any) -> OpenBankingConfig:
                 conn_id, "max_response_bytes", _extra(extras, "max_response_bytes"), 64 * 2**20, integer=True
             )
         ),
+        max_requests_per_second=None
+        if rate is None
+        else _as_number(conn_id, "max_requests_per_second", rate, 0.0),
     )
 
 

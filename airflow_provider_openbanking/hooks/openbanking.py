@@ -59,6 +59,7 @@ from airflow_provider_openbanking.token_store import (
     fingerprint,
     now_iso,
 )
+from airflow_provider_openbanking.ratelimit import client_key, rate_limiter_for
 from airflow_provider_openbanking.transport import RetryPolicy, Transport, path_segment
 
 log = logging.getLogger(__name__)
@@ -230,6 +231,7 @@ class OpenBankingHook(BaseHook):
             pool_size=self._pool_size,
             conn_id=cfg.conn_id,
             max_response_bytes=cfg.max_response_bytes,
+            rate_limiter=rate_limiter_for(client_key(cfg.base_url, cfg.client_id), cfg.max_requests_per_second),
         )
 
     @cached_property
