@@ -51,6 +51,7 @@ from airflow_provider_openbanking.fdx import (
     unwrap,
 )
 from airflow_provider_openbanking.pagination import PageStats, paginate
+from airflow_provider_openbanking.ratelimit import client_key, rate_limiter_for
 from airflow_provider_openbanking.token_store import (
     InMemoryTokenStore,
     TokenRecord,
@@ -59,7 +60,6 @@ from airflow_provider_openbanking.token_store import (
     fingerprint,
     now_iso,
 )
-from airflow_provider_openbanking.ratelimit import client_key, rate_limiter_for
 from airflow_provider_openbanking.transport import RetryPolicy, Transport, path_segment
 
 log = logging.getLogger(__name__)
