@@ -536,7 +536,9 @@ class BatchRunner:
         try:
             self.work.finish(outcome)
         except Exception as exc:  # the data landed; only resuming it on a retry is lost
-            self.log.warning("%s: could not record consent %s as done: %s", self.label, outcome.consent_id, exc)
+            self.log.warning(
+                "%s: could not record consent %s as done: %s", self.label, outcome.consent_id, exc
+            )
 
     def _record(self, state: _State, exc: BaseException, unit: str | None) -> None:
         consent = state.outcome.consent_id

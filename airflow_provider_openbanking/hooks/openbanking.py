@@ -231,7 +231,9 @@ class OpenBankingHook(BaseHook):
             pool_size=self._pool_size,
             conn_id=cfg.conn_id,
             max_response_bytes=cfg.max_response_bytes,
-            rate_limiter=rate_limiter_for(client_key(cfg.base_url, cfg.client_id), cfg.max_requests_per_second),
+            rate_limiter=rate_limiter_for(
+                client_key(cfg.base_url, cfg.client_id), cfg.max_requests_per_second
+            ),
         )
 
     @cached_property
