@@ -6,6 +6,7 @@ Requests go over real HTTP to the sandbox; the only thing added is a recorder ar
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -119,7 +120,7 @@ def test_max_requests_per_second_keeps_every_thread_under_the_servers_limit(
     # 54 requests at 18/s take at least 53/18 s; and the limiter does not slow down much beyond.
     assert elapsed >= 53 / rate - 0.05, elapsed
     assert elapsed < 53 / rate * 1.6 + 1.0, elapsed
-    gaps = [b - a for a, b in zip(sends, sends[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(sends)]
     assert min(gaps) > 1 / rate * 0.5, min(gaps)
 
 

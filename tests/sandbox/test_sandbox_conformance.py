@@ -67,7 +67,9 @@ def test_every_served_page_has_items_and_offsets_inside_the_data(api, sandbox, t
             params = {"limit": limit, "offset": page["nextOffset"]}
     # an empty date window is still an empty list (``transactions`` has no minItems) on offset 0
     empty = api.fdx(
-        f"/accounts/{deposit}/transactions", token, params={"startTime": "2001-01-01", "endTime": "2001-01-02"}
+        f"/accounts/{deposit}/transactions",
+        token,
+        params={"startTime": "2001-01-01", "endTime": "2001-01-02"},
     )
     assert empty.status_code == 200 and empty.json()["transactions"] == []
 

@@ -96,7 +96,10 @@ def test_rate_limit_per_client_answers_429_1207_with_retry_after(api, sandbox):
     sandbox.register_client("other-client", "other-secret", ["http://127.0.0.1:9/cb"])
     other = sandbox.grant_consent("cust-0002", client_id="other-client")
     other_token = api.token(
-        grant_type="refresh_token", refresh_token=other, client_id="other-client", client_secret="other-secret"
+        grant_type="refresh_token",
+        refresh_token=other,
+        client_id="other-client",
+        client_secret="other-secret",
     ).json()["access_token"]
     sandbox.configure(rate_limit_rps=4, rate_limit_burst=2)
     assert [api.fdx("/accounts", token).status_code for _ in range(2)] == [200, 200]
