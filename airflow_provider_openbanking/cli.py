@@ -265,7 +265,7 @@ def _store_label(hook: OpenBankingHook) -> str:
 def _check_store(hook: OpenBankingHook) -> None:
     """Read the token store once, so an unreachable one fails before the customer approves."""
     try:
-        hook.token_store.load(hook.openbanking_conn_id)
+        hook.consent_store.load(hook.openbanking_conn_id, hook.consent_id)
     except Exception as exc:
         raise CliError(
             f"cannot read the token store ({_store_label(hook)}): {type(exc).__name__}: {exc}. "
@@ -505,7 +505,7 @@ def cmd_revoke(args: argparse.Namespace, console: _Console) -> int:
         if exc.status is None:  # no refresh token anywhere
             console.say(f"Nothing to revoke: connection {conn_id!r} has no consent.")
             return EXIT_OK
-        hook.token_store.delete(conn_id)
+        hook.forget_consent()
         console.say(
             "The server no longer accepts this consent (already revoked or lapsed); "
             f"removed it from {_store_label(hook)}."
