@@ -290,6 +290,85 @@ def load_transactions_shard(
     }
 
 
+def check_shard_health(
+    conn_id: str,
+    shard_index: int,
+    shard_count: int,
+    *,
+    interval_start: Any,
+    interval_end: Any,
+    warn_within_days: float | None = None,
+    destination: Any = None,
+    max_workers: int = SHARD_WORKERS,
+    **context: Any,
+) -> dict[str, Any]:
+    """Check every consent of one shard (refresh + one cheap call per data cluster, through
+    :func:`~airflow_provider_openbanking.consents.health.check_consent`) on ``max_workers``
+    threads of the batch runner, and land the shard's health records as one JSON Lines file,
+    ``consent_health/conn_id=…/interval=…/shard=KKKK-of-NNNN.jsonl`` (a rerun replaces it).
+
+    Returns what :func:`~airflow_provider_openbanking.consents.health.summarize_health` reads:
+    ``conn_id``, ``path``, ``checked``, ``healthy`` (consent ids), ``unhealthy`` (summary lines),
+    ``warnings``, ``states`` -- bounded by the shard's size. Never fails for an unhealthy consent.
+    """
+    from airflow_provider_openbanking.batch import BatchRunner, ConsentOutcome, select_consents
+    from airflow_provider_openbanking.consents.health import (
+        IDLE_WARN_DAYS,
+        ConsentStatus,
+        check_consent,
+        consent_label,
+        health_record,
+    )
+    from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
+    from airflow_provider_openbanking.landing import write_jsonl
+
+    warn = IDLE_WARN_DAYS if warn_within_days is None else float(warn_within_days)
+    hook = OpenBankingHook(conn_id)
+    records: dict[str, dict[str, Any]] = {}
+    try:
+        try:
+            ids = select_consents(hook.consent_ids(), shard=(int(shard_index), int(shard_count)))
+        except Exception as exc:  # a bad connection or an unreachable store: one error record
+            message = hook.redact(f"{type(exc).__name__}: {exc}")
+            ids = []
+            records[DEFAULT_CONSENT_ID] = health_record(
+                ConsentStatus(conn_id=conn_id, state="error", message=message), **context
+            )
+
+        class _Health:
+            def resume(self, consent_id: str) -> ConsentOutcome | None:
+                return None
+
+            def plan(self, consent_id: str, outcome: ConsentOutcome) -> list[str | None]:
+                return [None]
+
+            def land(self, consent_id: str, unit: str | None, outcome: ConsentOutcome) -> None:
+                target = hook if consent_id == hook.consent_id else hook.for_consent(consent_id)
+                records[consent_id] = check_consent(target, warn_within_days=warn, **context)
+
+            def finish(self, outcome: ConsentOutcome) -> None:
+                return None
+
+        BatchRunner(_Health(), max_workers=max_workers, label="consent_health", logger=log).run(ids)
+    finally:
+        hook.close()
+    layout = shard_layout("consent_health", conn_id, interval_start, interval_end, destination)
+    path = layout.batch_file(f"shard={int(shard_index):04d}-of-{int(shard_count):04d}")
+    ordered = [records[c] for c in sorted(records)]
+    write_jsonl(path, ordered)
+    return {
+        "conn_id": conn_id,
+        "path": str(path),
+        "checked": len(ordered),
+        "healthy": [r["consent_id"] for r in ordered if r["healthy"]],
+        "unhealthy": [r["summary"] for r in ordered if not r["healthy"]],
+        "warnings": [
+            f"{consent_label(conn_id, r['consent_id'])}: {w}" for r in ordered for w in r["warnings"]
+        ],
+        "states": {r["consent_id"]: r["state"] for r in ordered},
+    }
+
+
 def _as_results(results: Any) -> list[Mapping[str, Any]]:
     """XCom values of upstream tasks as a list: Airflow hands a single value over as is when only
     one of several mapped task instances produced one (the others failed)."""
@@ -428,6 +507,7 @@ __all__ = [
     "TRANSACTIONS_TABLE_ASSET",
     "WAREHOUSE_CONN_ID",
     "as_literal_ids",
+    "check_shard_health",
     "consent_sensor",
     "landed_asset",
     "landing_base_url",

@@ -214,6 +214,13 @@ class Layout:
             return self._dir(self.dataset) / f"{safe_segment(self.dataset)}{JSONL_SUFFIX}"
         return self._dir(self.dataset) / f"account_id={safe_segment(account_id)}{JSONL_SUFFIX}"
 
+    def batch_file(self, batch: str) -> ObjectStoragePath:
+        """One file of the dataset for a whole batch of consents (a shard's consent health records),
+        beside the per-consent folders: ``<dataset>/conn_id=…/interval=…/<batch>.jsonl``."""
+        if self.consent_id is not None:
+            raise ValueError("a batch file belongs to the connection, not to one consent")
+        return self._dir(self.dataset) / f"{safe_segment(batch)}{JSONL_SUFFIX}"
+
     def blob_file(self, dataset: str, account_id: str, name: str, extension: str) -> ObjectStoragePath:
         """A binary file (a statement PDF) of one account."""
         return (
