@@ -544,7 +544,7 @@ class BatchRunner:
         consent = state.outcome.consent_id
         if isinstance(exc, AccountUnavailableError) and unit is not None:
             reason = " ".join(str(x) for x in (exc.code, exc.api_message) if x) or str(exc)
-            self.log.warning("%s: skipping account %s of consent %s (%s)", self.label, unit, consent, reason)
+            self.log.warning("%s: skipping account %s (%s) of consent %s", self.label, unit, reason, consent)
             state.outcome.skip(unit, reason)
             return
         if isinstance(exc, ConsentRequiredError):

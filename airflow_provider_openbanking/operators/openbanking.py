@@ -37,6 +37,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -186,6 +187,8 @@ class _OpenBankingBaseOperator(BaseOperator):
         self.include_full_account_number = include_full_account_number
         self._landed_paths: list[str] = []
         self._landed_files: list[str] = []
+        #: Progress per page at INFO (one consent) or DEBUG (a batch: one line per file is plenty).
+        self._page_logs = True
         if _literal(start_time) and _literal(end_time):  # templated ones are checked at run time
             start, end = _to_utc(start_time, "start_time"), _to_utc(end_time, "end_time")  # type: ignore[arg-type]
             if start > end:
@@ -241,9 +244,12 @@ class _OpenBankingBaseOperator(BaseOperator):
         return mask_account_numbers(record)
 
     def _progress(self, label: str, started: float) -> Callable[[PageStats], None]:
+        level = logging.INFO if self._page_logs else logging.DEBUG
+
         def on_page(stats: PageStats) -> None:
             of = f" of {stats.total_elements}" if stats.total_elements is not None else ""
-            self.log.debug(
+            self.log.log(
+                level,
                 "%s: page %d, %d record(s)%s so far, %.1f s elapsed",
                 label,
                 stats.pages,
@@ -477,6 +483,7 @@ class _ConsentBatchOperator(_OpenBankingBaseOperator):
         batched = self.batched
         try:
             consents = self.resolve_consents(hook)
+            self._page_logs = len(consents) == 1
             self.log.info(
                 "Landing %s of %d consent(s) of connection %r for [%s, %s) under %s (%d worker(s))",
                 self.dataset,
@@ -573,7 +580,10 @@ class _ConsentBatchOperator(_OpenBankingBaseOperator):
 
 
 def _templated(value: Any) -> bool:
-    return isinstance(value, str) and ("{{" in value or "{%" in value)
+    """Known only at run time: a Jinja string, or a mapped / XCom argument."""
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    return not (value is None or isinstance(value, (int, list, tuple)))
 
 
 def _resume_key(context: Context, op: BaseOperator) -> str | None:
@@ -949,7 +959,7 @@ class OpenBankingTransactionsOperator(_PerAccountOperator):
         task.outcome.add(
             self.land_records(
                 task.layout.records_file(account_id),
-                f"transactions {task.consent_id}/{account_id}",
+                f"transactions {account_id} (consent {task.consent_id})",
                 lambda stats, on_page: hook.iter_transactions(
                     account_id, window["query_start"], window["query_end"], stats=stats, on_page=on_page
                 ),
@@ -1035,7 +1045,7 @@ class OpenBankingStatementsOperator(_PerAccountOperator):
         task.outcome.add(
             self.land_records(
                 task.layout.records_file(account_id),
-                f"statements {task.consent_id}/{account_id}",
+                f"statements {account_id} (consent {task.consent_id})",
                 fetch,
                 account_id,
             )
@@ -1109,7 +1119,7 @@ class OpenBankingAccountContactOperator(_PerAccountOperator):
         task.outcome.add(
             self.land_one(
                 task.layout.records_file(account_id),
-                f"contact {task.consent_id}/{account_id}",
+                f"contact {account_id} (consent {task.consent_id})",
                 lambda: {"accountId": account_id, **hook.get_account_contact(account_id)},
                 account_id,
             )
@@ -1177,7 +1187,7 @@ class OpenBankingPaymentNetworksOperator(_PerAccountOperator):
         task.outcome.add(
             self.land_records(
                 task.layout.records_file(account_id),
-                f"payment networks {task.consent_id}/{account_id}",
+                f"payment networks {account_id} (consent {task.consent_id})",
                 lambda stats, on_page: hook.iter_payment_networks(account_id, stats=stats, on_page=on_page),
                 account_id,
             )
