@@ -41,6 +41,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import uuid
 from collections.abc import Iterable, Mapping
@@ -151,6 +152,14 @@ def to_storage_path(destination: ObjectStoragePath | str | os.PathLike[str] | No
 
 
 MANIFESTS_DIR = "_manifests"
+_BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9=._-]{0,120}$")
+
+
+def _batch_name(name: str) -> str:
+    """A batch name (``shard=0003-of-0034``) as a file name: kept readable, so checked, not encoded."""
+    if not _BATCH_NAME.match(name):
+        raise ValueError(f"not a batch name: {name!r}")
+    return name
 
 
 class Layout:
@@ -206,7 +215,7 @@ class Layout:
 
     def batch_manifest(self, batch: str) -> ObjectStoragePath:
         """The list of every file one batched task (one shard) landed for the interval."""
-        return self._manifest_dir() / f"{safe_segment(batch)}{JSONL_SUFFIX}"
+        return self._manifest_dir() / f"{_batch_name(batch)}{JSONL_SUFFIX}"
 
     def records_file(self, account_id: str | None = None) -> ObjectStoragePath:
         """The JSON Lines file of the dataset (of one account when ``account_id`` is given)."""
@@ -219,7 +228,7 @@ class Layout:
         beside the per-consent folders: ``<dataset>/conn_id=…/interval=…/<batch>.jsonl``."""
         if self.consent_id is not None:
             raise ValueError("a batch file belongs to the connection, not to one consent")
-        return self._dir(self.dataset) / f"{safe_segment(batch)}{JSONL_SUFFIX}"
+        return self._dir(self.dataset) / f"{_batch_name(batch)}{JSONL_SUFFIX}"
 
     def blob_file(self, dataset: str, account_id: str, name: str, extension: str) -> ObjectStoragePath:
         """A binary file (a statement PDF) of one account."""
