@@ -387,6 +387,7 @@ def consent_status(
             "refresh_rejected",
             "The server rejected the refresh token (revoked, lapsed after "
             f"{IDLE_LAPSE_DAYS} idle days, or rotated away): {hint}{detail}",
+            days_until_idle_lapse=days_until_idle_lapse(used_before),
             **before,
         )
     except (OpenBankingError, OSError) as exc:

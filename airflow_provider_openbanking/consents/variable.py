@@ -264,7 +264,7 @@ class VariableConsentStore(ConsentStore):
             time.sleep(self.settle_seconds)
         if self._get(key) != text:  # another writer overwrote it meanwhile
             return False
-        if stored is None:
+        if stored is None or stored.version == 0:  # new, or written by 0.x (before the index)
             self._change_index(record.conn_id, add=[record.consent_id])
         return True
 
