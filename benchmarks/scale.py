@@ -6,7 +6,7 @@ Two measurements, each in a child process:
    max_workers=8)`` over ``scale_consents`` consents x 5 accounts of one connection, against the
    sandbox at 20 ms latency with its per-client rate limit enforced (``rate_limit_rps``), the
    connection's ``max_requests_per_second`` at 90 % of it. Consents are granted in one bulk call
-   and held in a process-wide in-memory consent store (``SharedMemoryStore`` below). Figures:
+   and held in one process-wide in-memory consent store (``SharedMemoryStore`` below). Figures:
    refresh grants per consent (target <= 1); API requests per consent against the floor
    ``1 refresh + ceil(accounts / page) + sum ceil(transactions / page)`` computed from the
    sandbox's own data (target = floor); wall time against requests / client rate (target <=
@@ -62,11 +62,19 @@ class SharedMemoryStore(InMemoryConsentStore):
 
 
 def child(params: dict[str, Any]) -> dict[str, Any]:
+    # The memory backend is one store per hook; the operator's hooks must share one. (A dotted
+    # class path in consent_store would do it, but build_store imports airflow.utils.module_loading,
+    # which Airflow 3.3 no longer has.)
+    import airflow_provider_openbanking.hooks.openbanking as hook_module
     from airflow_provider_openbanking.consents import ConsentRecord, fingerprint
     from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
     from airflow_provider_openbanking.operators.openbanking import OpenBankingTransactionsOperator
     from airflow_provider_openbanking.warehouse import TransactionsWarehouse, Window
 
+    real_build = hook_module.build_store
+    hook_module.build_store = lambda kind, **kw: (
+        SharedMemoryStore() if kind == "memory" else real_build(kind, **kw)
+    )
     store = SharedMemoryStore()
     store.save_many(
         ConsentRecord(
@@ -111,12 +119,16 @@ def child(params: dict[str, Any]) -> dict[str, Any]:
             for e in entries
         ]
 
-    from airflow.providers.sqlite.hooks.sqlite import SqliteHook
-
     def warehouse(name: str) -> TransactionsWarehouse:
+        import json
+        import os
+
         db = RUNS_DIR / f"scale-{name}.db"
         db.unlink(missing_ok=True)
-        return TransactionsWarehouse("unused", hook=SqliteHook(sqlite_conn_id="unused", database=str(db)))
+        os.environ[f"AIRFLOW_CONN_SCALE_{name.upper()}"] = json.dumps(
+            {"conn_type": "sqlite", "host": str(db)}
+        )
+        return TransactionsWarehouse(f"scale_{name}")
 
     parsed = windows()
     bulk_wh = warehouse("bulk")
@@ -174,7 +186,7 @@ def run(sizes: Sizes) -> Section:
             "login": "demo-client",
             "password": "demo-secret",
             "extra": {
-                "consent_store": f"{__name__}.SharedMemoryStore",
+                "consent_store": "memory",
                 "page_size": PAGE,
                 "max_requests_per_second": CLIENT_RATE,
             },
