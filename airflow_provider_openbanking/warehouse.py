@@ -38,10 +38,10 @@ database refuses), the load fails naming the exact statements to run.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import math
-import functools
 import re
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
