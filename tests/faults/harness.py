@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from airflow_provider_openbanking.hooks.openbanking import clear_token_cache
 from airflow_provider_openbanking.sandbox.testing import SandboxServer
@@ -86,8 +87,15 @@ class Outcome:
             if not path.startswith("transactions/") or not path.endswith(".jsonl"):
                 continue
             parts = dict(p.split("=", 1) for p in path.split("/") if "=" in p)
-            label = f"{parts['conn_id']} {parts['account_id'].removesuffix('.jsonl')}"
+            label = f"{unquote(parts['conn_id'])} {unquote(parts['account_id'].removesuffix('.jsonl'))}"
             out[label] = "success"
+        # A shard task that succeeded names its accounts exactly (a long id is shortened in paths).
+        exact: dict[str, str] = {}
+        for task_id, _index, key, value in self.xcoms:
+            if task_id == "shard.land_transactions" and key == "return_value" and isinstance(value, dict):
+                exact.update({f"{value['conn_id']} {a}": "success" for a in value.get("accounts") or {}})
+        covered = {label.split(" ", 1)[0] for label in exact}
+        out = {k: v for k, v in out.items() if k.split(" ", 1)[0] not in covered} | exact
         for label, value in self.account_states.items():
             out.setdefault(label, value)
         for conn, value in shard_state.items():

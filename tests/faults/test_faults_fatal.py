@@ -42,7 +42,7 @@ def test_unfixable_faults_fail_their_account_only(fsb, consent, main_dag, env, b
     assert outcome.state_of("all_consents_ok") == "upstream_failed"
 
     lost = {a[0], b[0]}
-    assert outcome.table == [row for row in only(conns, baseline.table) if row[1] not in lost]
+    assert outcome.table == [row for row in only(conns, baseline.table) if row[2] not in lost]
     assert outcome.files == {
         path: data
         for path, data in only_files(conns, baseline.files).items()
