@@ -104,7 +104,7 @@ def openbanking_consent_health() -> None:
         return resolve_conn_ids((params or {}).get("conn_ids"))
 
     @task
-    def plan_shards(conn_ids: list[str], params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def plan_shards(conn_ids: Any, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """One entry per shard of every connection's consents."""
         return shard_plan(conn_ids, (params or {}).get("consents_per_shard"))
 
