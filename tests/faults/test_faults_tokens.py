@@ -4,8 +4,9 @@
   back every 0.7 s, so they die in the middle of paginations: the hook refreshes ahead of expiry or on the 401 and
   replays the page; nothing is lost or duplicated.
 - The refresh token rotates on every use (no grace period) and the 8 mapped transactions tasks
-  of one consent run at once in 8 processes, each refreshing: they converge on the newest stored
-  token and the run ends exactly like a run without rotation.
+  of one consent run at once in 8 processes: they share the access token in the consent store
+  (one refresh grant per consent per token lifetime), never race on the rotating refresh token,
+  and the run ends exactly like a run without rotation.
 """
 
 from __future__ import annotations
@@ -93,11 +94,11 @@ def test_rotating_refresh_token_with_eight_mapped_tasks_at_once(
     assert outcome.table == plain.table
     assert outcome.files == plain.files
     counters = sandbox.counters()
-    # 1 refresh in the sensor + 8 at once in the children (+ retries of the losers)
-    assert counters["token_grants"]["refresh_token"] >= 9
-    log = log_text(capfd, caplog)
-    assert counters["invalid_grant"] >= 1, "the 8 refreshes must really have raced"
-    assert "rotated by another worker" in log
+    # The sensor's refresh grant stored the access token in the consent store; the 8 children,
+    # started together, share it (or one of them refreshes under the consent's lease): no race
+    # on the rotating refresh token, no invalid_grant.
+    assert counters["token_grants"]["refresh_token"] <= 2, counters
+    assert counters["invalid_grant"] == 0, counters
     # The store ends with a live token: the next run's first refresh works.
     clear_token_cache()
     hook = OpenBankingHook(conn_id)
