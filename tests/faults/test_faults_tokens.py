@@ -3,10 +3,10 @@
 - Access tokens live 2 s and the server also kills those older than 0.5 s behind the client's
   back every 0.7 s, so they die in the middle of paginations: the hook refreshes ahead of expiry or on the 401 and
   replays the page; nothing is lost or duplicated.
-- The refresh token rotates on every use (no grace period) and the 8 mapped transactions tasks
-  of one consent run at once in 8 processes: they share the access token in the consent store
-  (one refresh grant per consent per token lifetime), never race on the rotating refresh token,
-  and the run ends exactly like a run without rotation.
+- The refresh token rotates on every use (no grace period) and one shard task lands the consent's
+  8 accounts on 8 threads: they share the access token (and the accounts task's, through the
+  consent store: one refresh grant per consent per token lifetime), never race on the rotating
+  refresh token, and the run ends exactly like a run without rotation.
 """
 
 from __future__ import annotations
