@@ -121,6 +121,8 @@ class OpenBankingConfig:
     """Pages one pagination may walk before it ends with an error (a server that never stops)."""
     max_response_bytes: int = 64 * 2**20
     """Largest JSON response body accepted (an oversized page is refused with a clear error)."""
+    max_requests_per_second: float | None = None
+    """Client-side rate limit, shared by every thread of the process that uses this client."""
     consent_store_conn_id: str | None = None
     """A common-sql connection holding the consent table (implies ``consent_store: sql``)."""
     consent_store_fernet_conn_id: str | None = None
@@ -280,6 +282,7 @@ def parse_connection(conn: Any) -> OpenBankingConfig:
         raise ConnectionConfigError(conn_id, "token_request_format", f"must be 'json' or 'form', got {fmt!r}")
 
     provider_id = _extra(extras, "provider_id")
+    rate = _extra(extras, "max_requests_per_second")
     return OpenBankingConfig(
         conn_id=conn_id,
         base_url=base_url,
@@ -314,6 +317,9 @@ def parse_connection(conn: Any) -> OpenBankingConfig:
                 conn_id, "max_response_bytes", _extra(extras, "max_response_bytes"), 64 * 2**20, integer=True
             )
         ),
+        max_requests_per_second=None
+        if rate is None
+        else _as_number(conn_id, "max_requests_per_second", rate, 0.0),
         max_pages=int(
             _as_number(conn_id, "max_pages", _extra(extras, "max_pages"), DEFAULT_MAX_PAGES, integer=True)
         ),

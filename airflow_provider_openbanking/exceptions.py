@@ -101,10 +101,11 @@ class MapLengthError(NotRetryableError):
         self.limit = limit
         self.hint = hint
         text = (
-            f"{count} {what} to map over, more than [core] max_map_length = {limit}: raise "
-            "AIRFLOW__CORE__MAX_MAP_LENGTH or split the work"
+            f"{what}: {count} item(s) to map over, more than [core] max_map_length = {limit}. "
+            "Raise the setting (AIRFLOW__CORE__MAX_MAP_LENGTH on the scheduler, API server and "
+            "workers) or make fewer, larger items."
         )
-        super().__init__(f"{text} ({hint})" if hint else text)
+        super().__init__(f"{text} {hint}" if hint else text)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.what, self.count, self.limit, self.hint))

@@ -85,6 +85,58 @@ def warn_if_plaintext(what: str) -> None:
     )
 
 
+def _db_get_many(keys: list[str]) -> dict[str, str]:
+    """Values of metadata-DB Variables, decrypted, by key (outside a task).
+
+    Reads the columns, not ``Variable`` objects: loading one registers its whole value with
+    Airflow's secrets masker, whose cost grows with every secret (the provider redacts tokens
+    itself, at a flat cost). ``AIRFLOW_VAR_*`` and custom secrets backends are not consulted:
+    the store writes to the metadata DB, so that is where its records are.
+    """
+    from airflow.models import Variable as DbVariable
+    from airflow.models.crypto import get_fernet
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    found: dict[str, str] = {}
+    fernet = None
+    with create_session() as session:
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            stmt = select(DbVariable.key, DbVariable._val, DbVariable.is_encrypted).where(
+                DbVariable.key.in_(chunk)
+            )
+            for key, raw, encrypted in session.execute(stmt):
+                if raw is None:
+                    continue
+                if encrypted:
+                    fernet = fernet or get_fernet()
+                    raw = fernet.decrypt(raw.encode()).decode()
+                found[key] = raw
+    return found
+
+
+def _db_set_many(values: dict[str, str], description: str, session: Any = None) -> None:
+    """Upsert metadata-DB Variables (encrypted with Airflow's Fernet key when it has one), in
+    ``session`` or a transaction of their own; no read through ``Variable`` objects (see above)."""
+    from airflow.models import Variable as DbVariable
+    from airflow.utils.session import create_session
+    from sqlalchemy import delete
+
+    def write(db: Any) -> None:
+        keys = list(values)
+        for start in range(0, len(keys), 500):
+            db.execute(delete(DbVariable).where(DbVariable.key.in_(keys[start : start + 500])))
+        db.add_all(DbVariable(key=k, val=v, description=description) for k, v in values.items())
+        db.flush()
+
+    if session is not None:
+        write(session)
+    else:
+        with create_session() as own:
+            write(own)
+
+
 class VariableConsentStore(ConsentStore):
     """Consents in Airflow Variables (see the module docstring for the layout and its limits)."""
 
@@ -115,9 +167,7 @@ class VariableConsentStore(ConsentStore):
 
             value = Variable.get(key, default=None)
         else:
-            from airflow.models import Variable as DbVariable
-
-            value = DbVariable.get(key, default_var=None)
+            value = _db_get_many([key]).get(key)
         if value is None:
             return None
         return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
@@ -129,12 +179,7 @@ class VariableConsentStore(ConsentStore):
 
             Variable.set(key, value, description=description)
         else:
-            from airflow.models import Variable as DbVariable
-
-            if session is not None:
-                DbVariable.set(key, value, description=description, session=session)
-            else:
-                DbVariable.set(key, value, description=description)
+            _db_set_many({key: value}, description, session)
 
     @staticmethod
     def _delete(key: str) -> None:
@@ -144,8 +189,11 @@ class VariableConsentStore(ConsentStore):
             Variable.delete(key)
         else:
             from airflow.models import Variable as DbVariable
+            from airflow.utils.session import create_session
+            from sqlalchemy import delete
 
-            DbVariable.delete(key)
+            with create_session() as session:
+                session.execute(delete(DbVariable).where(DbVariable.key == key))
 
     @contextmanager
     def _session(self) -> Iterator[Any]:
@@ -198,22 +246,13 @@ class VariableConsentStore(ConsentStore):
         ids = list(consent_ids)
         if in_task_context() or not ids:
             return super().load_many(conn_id, ids)
-        # Outside a task: one query per 500 keys instead of one lookup (and secrets-backend
-        # round) per consent.
-        from airflow.models import Variable as DbVariable
-        from airflow.utils.session import create_session
-        from sqlalchemy import select
-
+        # Outside a task: one query per 500 keys instead of one lookup per consent.
         by_key = {self.key(conn_id, c): c for c in ids}
         found: dict[str, ConsentRecord] = {}
-        keys = list(by_key)
-        with create_session() as session:
-            for start in range(0, len(keys), 500):
-                chunk = keys[start : start + 500]
-                for var in session.scalars(select(DbVariable).where(DbVariable.key.in_(chunk))):
-                    record = ConsentRecord.from_json(var.val, conn_id, by_key[var.key])
-                    if record is not None:
-                        found[record.consent_id] = record
+        for key, text in _db_get_many(list(by_key)).items():
+            record = ConsentRecord.from_json(text, conn_id, by_key[key])
+            if record is not None:
+                found[record.consent_id] = record
         return found
 
     def consent_ids(self, conn_id: str) -> list[str]:
@@ -242,10 +281,16 @@ class VariableConsentStore(ConsentStore):
         with self._session() as session:  # outside a task: all or nothing
             for conn_id, group in by_conn.items():
                 old = self.load_many(conn_id, [r.consent_id for r in group])
+                values = {}
                 for record in group:
                     previous = old.get(record.consent_id)
                     record.version = (previous.version if previous is not None else 0) + 1
-                    self._set(self.key(*record.key), record.to_json(), _DESCRIPTION, session)
+                    values[self.key(*record.key)] = record.to_json()
+                if session is not None:
+                    _db_set_many(values, _DESCRIPTION, session)
+                else:
+                    for key, text in values.items():
+                        self._set(key, text, _DESCRIPTION)
                 ids = set(self._read_index(conn_id)) | {r.consent_id for r in group}
                 self._write_index(conn_id, ids, session)
         return len(items)

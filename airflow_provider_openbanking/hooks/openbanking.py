@@ -84,6 +84,7 @@ from airflow_provider_openbanking.filtering import (
     keep_in_window,
 )
 from airflow_provider_openbanking.pagination import PageStats, paginate
+from airflow_provider_openbanking.ratelimit import client_key, rate_limiter_for
 from airflow_provider_openbanking.transport import RetryPolicy, Transport, path_segment
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,12 @@ _LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
 #: Fingerprints of access tokens the server refused (401): never taken from the store again.
 _REJECTED: set[str] = set()
+#: When this process last had a customer access token refused, per cache key: a token another
+#: process stored is only taken when it was minted after that (a server may kill tokens early).
+_INVALIDATED_AT: dict[str, float] = {}
+#: Cache keys whose next token must be minted by this process (the replay after a 401 must use
+#: a token fresh from the server, not one another process stored a moment ago).
+_MUST_MINT: set[str] = set()
 
 
 def _lock_for(key: str) -> threading.Lock:
@@ -141,6 +148,8 @@ def clear_token_cache() -> None:
     with _LOCKS_GUARD:
         _CACHE.clear()
         _REJECTED.clear()
+        _INVALIDATED_AT.clear()
+        _MUST_MINT.clear()
 
 
 #: Airflow's log masker skips values shorter than this (and says so).
@@ -324,6 +333,9 @@ class OpenBankingHook(BaseHook):
             pool_size=self._pool_size,
             conn_id=cfg.conn_id,
             max_response_bytes=cfg.max_response_bytes,
+            rate_limiter=rate_limiter_for(
+                client_key(cfg.base_url, cfg.client_id), cfg.max_requests_per_second
+            ),
         )
 
     @cached_property
@@ -564,13 +576,28 @@ class OpenBankingHook(BaseHook):
             record.access_token_scope,
             record.access_token_lifetime or 300.0,
         )
+        if token.expires_at - token.lifetime <= _INVALIDATED_AT.get(self._customer_tokens.key, 0.0):
+            return None  # minted before a token of this consent was refused here: mint a new one
         if token.seconds_left() > self._skew(token) + min_ttl:
             return token
         return None
 
     def _forget_access_token(self, token: str) -> None:
-        """The server refused ``token`` (401): never take it from the store again."""
+        """The server refused ``token`` (401): never take it (or an older one) from the store
+        again, and drop it from the store so that other processes do not try it either."""
         _REJECTED.add(fingerprint(token) or "")
+        _INVALIDATED_AT[self._customer_tokens.key] = time.time()
+        _MUST_MINT.add(self._customer_tokens.key)
+
+        def change(current: ConsentRecord | None) -> ConsentRecord | None:
+            if current is None or current.access_token != token:
+                return None
+            return current.replace(access_token=None, access_token_expires_at=None)
+
+        try:
+            self.consent_store.update(self.openbanking_conn_id, self.consent_id, change)
+        except Exception as exc:  # the replay goes on with a new token either way
+            log.warning("Could not drop a refused access token from the consent store: %s", exc)
 
     def _lease_seconds(self) -> float:
         return self.config.timeout + 5.0
@@ -579,6 +606,9 @@ class OpenBankingHook(BaseHook):
         """An access token for this consent: the store's when another process refreshed it, else
         one refresh grant made under the consent's lease (see the module docstring)."""
         store, conn_id = self.consent_store, self.openbanking_conn_id
+        if self._customer_tokens.key in _MUST_MINT:  # a replay after a 401: a grant of our own
+            _MUST_MINT.discard(self._customer_tokens.key)
+            min_ttl = float("inf")
         record = self._load_record()
         shared = self._usable(record, min_ttl)
         if shared is not None:
