@@ -1,16 +1,18 @@
 """Operators that land Flinks Open Banking (FDX 5) data in object storage, one per endpoint.
 
 Every operator is a thin wrapper over :class:`~airflow_provider_openbanking.hooks.openbanking.OpenBankingHook`
-(auth, retries and pagination live there) and :mod:`~airflow_provider_openbanking.landing` (paths and
-atomic JSON Lines writes). What they add: the run's data interval, fan-out over accounts, skipping
-704/705 accounts, masking full account numbers, progress logs, a small XCom summary and lineage.
+(auth, retries and pagination live there) and :mod:`~airflow_provider_openbanking.landing` (paths,
+atomic writes in gzip JSON Lines, JSON Lines or Parquet). What they add: the run's data interval,
+fan-out over accounts, skipping 704/705 accounts, masking full account numbers, progress logs, a
+small XCom summary and lineage.
 
 The XCom return value (never records, never tokens)::
 
     {"dataset": "transactions", "conn_id": "openbanking_default",
      "interval_start": "2026-11-19T00:00:00+00:00", "interval_end": "2026-11-20T00:00:00+00:00",
      "query_start": "2026-11-05", "query_end": "2026-11-19",      # transactions/statements only
-     "paths": ["file:///…/account_id=acc-1.jsonl", …],
+     "file_format": "jsonl.gz",
+     "paths": ["file:///…/account_id=acc-1.jsonl.gz", …],
      "records": 812, "pages": 10,
      "accounts": {"acc-1": {"records": 406, "pages": 5, "path": "file:///…"}, …},  # per-account datasets
      "skipped": {"acc-9": "704 Account type not supported"},
@@ -34,9 +36,12 @@ from airflow_provider_openbanking.exceptions import AccountUnavailableError, Con
 from airflow_provider_openbanking.fdx import mask_account_number, mask_account_numbers
 from airflow_provider_openbanking.landing import (
     AtomicWriter,
-    JsonLinesWriter,
     Layout,
+    RecordRefusedError,
     lineage_dataset,
+    open_records_writer,
+    require_pyarrow,
+    resolve_file_format,
     to_storage_path,
 )
 from airflow_provider_openbanking.pagination import PageStats
@@ -112,6 +117,8 @@ class _Outcome:
     accounts: dict[str, _AccountResult] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    #: Accounts whose records could not take the dataset's schema (a subset of ``failed``).
+    refused: set[str] = field(default_factory=set)
     records: int = 0
     pages: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -145,13 +152,23 @@ class _OpenBankingBaseOperator(BaseOperator):
         the day before the logical date is used, and logged. (templated)
     :param include_full_account_number: land full ``accountNumber`` values (and payment-network
         ``identifier``) instead of masking them to their last four characters.
+    :param file_format: ``jsonl.gz`` (gzip JSON Lines), ``jsonl`` or ``parquet`` (typed columns;
+        needs the ``[parquet]`` extra); default ``[openbanking] file_format``, else ``jsonl.gz``.
+        A rerun in another format replaces the window's file
+        (see :mod:`~airflow_provider_openbanking.landing`). (templated)
     """
 
     dataset: ClassVar[str] = ""
     #: Datasets stored per account: one file per account.
     per_account: ClassVar[bool] = False
 
-    template_fields: Sequence[str] = ("openbanking_conn_id", "destination", "start_time", "end_time")
+    template_fields: Sequence[str] = (
+        "openbanking_conn_id",
+        "destination",
+        "start_time",
+        "end_time",
+        "file_format",
+    )
     ui_color = "#d6ecf3"
     ui_fgcolor = "#0b3b4f"
 
@@ -163,6 +180,7 @@ class _OpenBankingBaseOperator(BaseOperator):
         start_time: DateArg = None,
         end_time: DateArg = None,
         include_full_account_number: bool = False,
+        file_format: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -171,6 +189,9 @@ class _OpenBankingBaseOperator(BaseOperator):
         self.start_time = start_time
         self.end_time = end_time
         self.include_full_account_number = include_full_account_number
+        self.file_format = file_format
+        if _literal(file_format):  # a templated one is checked at run time
+            resolve_file_format(file_format)
         self._landed_paths: list[str] = []
         self._landed_files: list[str] = []
         if _literal(start_time) and _literal(end_time):  # templated ones are checked at run time
@@ -209,8 +230,9 @@ class _OpenBankingBaseOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         start, end = self.resolve_interval(context)
+        file_format = self._checked_file_format()
         destination = to_storage_path(self.destination)
-        layout = Layout(destination, self.dataset, self.openbanking_conn_id, start, end)
+        layout = Layout(destination, self.dataset, self.openbanking_conn_id, start, end, file_format)
         outcome = _Outcome()
         self._landed_paths, self._landed_files = outcome.paths, outcome.files
         summary: dict[str, Any] = {
@@ -218,6 +240,7 @@ class _OpenBankingBaseOperator(BaseOperator):
             "conn_id": self.openbanking_conn_id,
             "interval_start": start.isoformat(),
             "interval_end": end.isoformat(),
+            "file_format": file_format,
         }
         summary.update(self.query_window(start, end))
         self.log.info(
@@ -250,7 +273,9 @@ class _OpenBankingBaseOperator(BaseOperator):
         )
         if outcome.failed:
             details = "; ".join(f"{acc}: {reason}" for acc, reason in sorted(outcome.failed.items()))
-            raise AirflowException(
+            # Refused data comes back the same on a retry: end the task now.
+            error = AirflowFailException if set(outcome.failed) <= outcome.refused else AirflowException
+            raise error(
                 f"{self.dataset}: {len(outcome.failed)} account(s) failed ({details}). "
                 f"The other accounts' data landed ({len(outcome.paths)} file(s))."
             )
@@ -259,6 +284,17 @@ class _OpenBankingBaseOperator(BaseOperator):
     def query_window(self, start: dt.datetime, end: dt.datetime) -> dict[str, Any]:
         """Extra XCom keys describing the API query (transactions/statements)."""
         return {}
+
+    def _checked_file_format(self) -> str:
+        """The rendered ``file_format`` (or the configured one), usable here: a wrong value or a
+        missing pyarrow ends the task before any request (retrying cannot fix either)."""
+        try:
+            file_format = resolve_file_format(self.file_format)
+            if file_format == "parquet":
+                require_pyarrow()
+        except (ValueError, ImportError) as exc:
+            raise AirflowFailException(f"{self.dataset}: {exc}") from None
+        return file_format
 
     def land(
         self,
@@ -326,7 +362,7 @@ class _OpenBankingBaseOperator(BaseOperator):
         """Stream what ``fetch(stats, on_page)`` yields into ``path`` and record the result."""
         started = time.monotonic()
         stats = PageStats()
-        with JsonLinesWriter(path) as writer:
+        with open_records_writer(path, self.dataset, account_id=account_id) as writer:
             for record in fetch(stats, self._progress(label, started)):
                 writer.write_record(self.prepare(record, account_id))
         outcome.landed(path, writer.records, stats.pages, account_id)
@@ -359,7 +395,7 @@ class _OpenBankingBaseOperator(BaseOperator):
     # -- OpenLineage -----------------------------------------------------------------------------
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """Report every landed file (JSON Lines and statement files) as an output dataset.
+        """Report every landed file (records files and statement files) as an output dataset.
 
         Returns None when the OpenLineage provider is not installed.
         """
@@ -443,6 +479,8 @@ class _AccountsArgOperator(_OpenBankingBaseOperator):
                     self.log.error("%s: account %s failed: %s", self.dataset, account_id, exc)
                     with outcome.lock:
                         outcome.failed[account_id] = f"{type(exc).__name__}: {exc}"
+                        if isinstance(exc, RecordRefusedError):
+                            outcome.refused.add(account_id)
         if consent_error is not None:
             raise consent_error
         return results
@@ -496,7 +534,7 @@ class OpenBankingProvidersOperator(_OpenBankingBaseOperator):
     """Land the Data Providers the recipient is registered with (``GET /api/v1/providers``).
 
     Uses the client-credentials token: no customer consent is needed. One file,
-    ``providers/conn_id=…/interval=…/providers.jsonl``.
+    ``providers/conn_id=…/interval=…/providers.jsonl.gz`` (or ``.jsonl``, ``.parquet``).
     """
 
     dataset = "providers"
@@ -526,7 +564,7 @@ class OpenBankingAccountsOperator(_AccountsArgOperator):
         ``/accounts/{accountId}`` (``max_workers`` at a time; 704/705 accounts are skipped and
         reported); otherwise ``/accounts`` is paged through (filtered by ``accountIds``). (templated)
 
-    One file for all the accounts: ``accounts/conn_id=…/interval=…/accounts.jsonl``.
+    One file for all the accounts: ``accounts/conn_id=…/interval=…/accounts.jsonl.gz`` (or ``.jsonl``, ``.parquet``).
     """
 
     dataset = "accounts"
@@ -623,7 +661,7 @@ class OpenBankingStatementsOperator(_PerAccountOperator):
     """Land each account's statement list (``/accounts/{accountId}/statements``) and, with
     ``download=True`` (default), the statement files (``/statements/{statementId}``).
 
-    Statements dated within the interval's days are listed, one JSON Lines file per account; files
+    Statements dated within the interval's days are listed, one records file per account; files
     land at ``statement_files/conn_id=…/interval=…/account_id=…/<statementId>.pdf``, streamed and
     written atomically.
 
@@ -772,7 +810,7 @@ class OpenBankingHoldingsOperator(_AccountsArgOperator):
     """Land the holdings of the investment accounts (``holdings[]`` of ``/accounts?resultType=details``).
 
     One file for all accounts, each holding tagged with its ``accountId``:
-    ``holdings/conn_id=…/interval=…/holdings.jsonl``.
+    ``holdings/conn_id=…/interval=…/holdings.jsonl.gz`` (or ``.jsonl``, ``.parquet``).
     """
 
     dataset = "holdings"
