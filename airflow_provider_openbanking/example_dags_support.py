@@ -19,7 +19,7 @@ from airflow_provider_openbanking.warehouse import (
     DEFAULT_WAREHOUSE_CONN_ID,
     TRANSACTIONS_TABLE,
     TransactionsWarehouse,
-    iter_jsonl,
+    iter_records,
 )
 
 log = logging.getLogger(__name__)
@@ -159,14 +159,12 @@ def transaction_jobs(accounts_results: Any) -> list[dict[str, Any]]:
     consent; a failed consent has none); the account ids are read from the small accounts file each
     one landed. The result feeds ``.expand_kwargs()``.
     """
-    from airflow_provider_openbanking.landing import read_jsonl
-
     jobs: list[dict[str, Any]] = []
     for result in _as_results(accounts_results):
         conn_id = str(result["conn_id"])
         account_ids: list[str] = []
         for path in result.get("paths") or []:
-            for account in read_jsonl(path):
+            for account in iter_records(path):
                 account_id = account.get("accountId")
                 if account_id and account_id not in account_ids:
                     account_ids.append(str(account_id))
@@ -214,7 +212,7 @@ def load_transactions(
                 continue
             try:
                 load = warehouse.replace_window(
-                    conn_id, account_id, result["query_start"], result["query_end"], iter_jsonl(path)
+                    conn_id, account_id, result["query_start"], result["query_end"], iter_records(path)
                 )
             except ValueError as exc:  # bad data in the file: nothing of this window was touched
                 log.error("%s / %s: window not loaded, its rows are unchanged: %s", conn_id, account_id, exc)
