@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_openbanking.consent import IDLE_LAPSE_DAYS
-from airflow_provider_openbanking.landing import read_jsonl
+from airflow_provider_openbanking.landing import read_records
 from airflow_provider_openbanking.notifications.log import LogNotifier
 from airflow_provider_openbanking.token_store import TokenRecord, VariableTokenStore, fingerprint
 
@@ -137,8 +137,8 @@ def landed(landing: Path, records: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for conn_id, record in records.items():
         path = record["path"]
         assert path.startswith(f"file://{landing}/consent_health/conn_id={conn_id}/interval="), path
-        assert path.endswith("/consent_health.jsonl")
-        lines = read_jsonl(path)
+        assert path.endswith("/consent_health.jsonl.gz")  # the default format
+        lines = read_records(path)
         assert len(lines) == 1
         out[conn_id] = lines[0]
         assert set(lines[0]) >= RECORD_FIELDS, RECORD_FIELDS - set(lines[0])
@@ -148,7 +148,9 @@ def landed(landing: Path, records: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def no_secrets(sandbox: Any, landing: Path, *texts: str) -> None:
     """No refresh token, client secret or full account number in landed files, XCom or alerts."""
-    blob = "\n".join([*texts, *(p.read_text() for p in landing.rglob("*.jsonl"))])
+    files = list(landing.rglob("*.jsonl.gz"))
+    assert files
+    blob = "\n".join([*texts, *(json.dumps(read_records(str(p))) for p in files)])
     conns = [json.loads(v) for k, v in os.environ.items() if k.startswith("AIRFLOW_CONN_CH_")]
     assert conns and "demo-secret" not in blob
     for conn in conns:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_openbanking.hooks.openbanking import clear_token_cache
+from airflow_provider_openbanking.landing import encode_record, file_format_of, iter_records
 from airflow_provider_openbanking.sandbox.testing import SandboxServer
 from tests.dags.test_example_dags_e2e import DAG_ID, states, succeeded
 from tests.fixtures_openbanking import forget_stored_token
@@ -104,10 +105,20 @@ def table_rows(db: Path) -> list[tuple[Any, ...]]:
 
 
 def landed_files(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (hidden ones too), by relative path."""
+    """Every file under ``root`` (hidden ones too), by relative path. A records file (any landing
+    format) is given as its records in JSON Lines, read through the landing's reader, so runs
+    compare record by record and secrets can be searched for in the text; other files as bytes."""
     if not root.exists():
         return {}
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    out: dict[str, bytes] = {}
+    for p in sorted(root.rglob("*")):
+        if not p.is_file():
+            continue
+        if file_format_of(p.name) and not p.name.startswith("."):
+            out[str(p.relative_to(root))] = b"".join(encode_record(r) + b"\n" for r in iter_records(str(p)))
+        else:
+            out[str(p.relative_to(root))] = p.read_bytes()
+    return out
 
 
 def only(conn_ids: list[str] | set[str], table: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

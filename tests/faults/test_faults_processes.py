@@ -55,7 +55,7 @@ def test_task_killed_mid_write_is_retried_and_leaves_no_trace(
     )
     victim = jobs[1]  # ("ob_a", <its second account>): the map index of its transactions task
     folder = env.landing / "transactions" / f"conn_id={victim[0]}" / INTERVAL
-    final = folder / f"account_id={victim[1]}.jsonl"
+    final = folder / f"account_id={victim[1]}.jsonl.gz"
     seen: dict[str, object] = {}
 
     def kill_mid_write(ti: object, process: object) -> None:

@@ -82,7 +82,9 @@ def test_layout_is_deterministic_and_never_escapes_the_destination(tmp_path):
         "/transactions/conn_id=ob%2F..%2Fconn/interval=20261119T000000Z_20261120T000000Z/transactions.jsonl.gz"
     )
     plain = Layout(dest, "transactions", "ob/../conn", START, END, file_format="jsonl")
-    assert str(plain.records_file("a")).endswith("/interval=20261119T000000Z_20261120T000000Z/account_id=a.jsonl")
+    assert str(plain.records_file("a")).endswith(
+        "/interval=20261119T000000Z_20261120T000000Z/account_id=a.jsonl"
+    )
     blob = layout.blob_file("statement_files", "acc/1", "st?1", ".pdf")
     assert str(blob).endswith(
         "/statement_files/conn_id=ob%2F..%2Fconn/interval=20261119T000000Z_20261120T000000Z/account_id=acc%2F1/st%3F1.pdf"
