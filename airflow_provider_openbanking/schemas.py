@@ -375,7 +375,7 @@ class RecordBatcher:
     ) -> RecordTypeError:
         type_name = _type_name(value)
         if kind in (_TS, _DATE) and isinstance(value, str):
-            type_name = "string that is not " + _WANTED[kind][3:]
+            type_name = "string that is not " + _WANTED[kind]
         return RecordTypeError(
             self.dataset, name, type_name, _WANTED[kind], first + index, _record_id(records[index])
         )
