@@ -603,8 +603,13 @@ class ParquetRecordsWriter(AtomicWriter):
 
         if self._pq_writer is None:
             self._sink = _WriterSink(self)
+            from airflow_provider_openbanking.schemas import dictionary_columns
+
             self._pq_writer = pq.ParquetWriter(
-                self._sink, self._batcher.schema, compression=PARQUET_COMPRESSION
+                self._sink,
+                self._batcher.schema,
+                compression=PARQUET_COMPRESSION,
+                use_dictionary=dictionary_columns(self.dataset),
             )
         if self._batches:
             table = pa.Table.from_batches(self._batches, schema=self._batcher.schema)

@@ -49,6 +49,7 @@ _STR, _FLOAT, _INT, _BOOL, _TS, _DATE, _JSON = "str", "float", "int", "bool", "t
 
 _TRANSACTION = (
     ("accountId", _STR),
+    ("accountCategory", _STR),  # the FDX 5 wrapper the record came in (fdx.unwrap)
     ("transactionId", _STR),
     ("referenceTransactionId", _STR),
     ("postedTimestamp", _TS),
@@ -259,6 +260,21 @@ def _record_id(record: Mapping[str, Any]) -> str | None:
     return None
 
 
+#: Columns whose values are (nearly) all different: no dictionary encoding, it would only cost.
+_UNIQUE = frozenset({"transactionId", "referenceTransactionId", "reference", "statementId", "customerId"})
+
+
+def dictionary_columns(dataset: str) -> list[str]:
+    """The columns of ``dataset`` worth dictionary-encoding in Parquet: its strings (enums,
+    descriptions, account ids) but for the unique ids. Numbers and timestamps are stored plain
+    (zstd compresses them), which writes faster and, here, smaller."""
+    return [
+        name
+        for name, kind in DATASET_COLUMNS.get(dataset, ())
+        if kind in (_STR, _JSON) and name not in _UNIQUE
+    ]
+
+
 def arrow_schema(dataset: str) -> pa.Schema:
     """The Arrow schema of ``dataset`` (no typed column for an unknown one: everything in
     :data:`EXTRA_COLUMN`)."""
@@ -312,10 +328,12 @@ def _parse_date(text: str) -> dt.date | None:
 class RecordBatcher:
     """Turns lists of records of one dataset into Arrow record batches of :func:`arrow_schema`.
 
-    The types are checked first, in C (a ``msgspec`` validation of the whole list against the
-    columns' JSON types), then the columns are built by pyarrow's own conversion of the dicts
-    (a struct array); only the unusual cases -- unknown fields, explicit nulls, a type refused,
-    a timestamp without an offset -- take a slower, record-by-record path.
+    Built for speed, as it runs for every record: pyarrow's own conversion of the dicts (a struct
+    array of the columns the batch has: a batch of deposit transactions has no investment fields)
+    checks strings, booleans and timestamps; a ``msgspec`` validation (in C) checks the numbers,
+    which pyarrow would coerce (``true`` -> 1.0, 1.5 -> 1). Only the unusual cases -- unknown
+    fields, explicit nulls, a refused value, a timestamp without an offset -- take a slower,
+    record-by-record path.
     """
 
     def __init__(self, dataset: str) -> None:
@@ -325,16 +343,29 @@ class RecordBatcher:
         self._known = frozenset(name for name, _ in self.columns)
         self._direct = [(name, kind) for name, kind in self.columns if kind != _JSON]
         self._json = [name for name, kind in self.columns if kind == _JSON]
-        staged = {_TS: pa.string(), _DATE: pa.string()}
-        self._struct = pa.struct(
-            [pa.field(name, staged.get(kind, _ARROW_TYPES[kind])) for name, kind in self._direct]
-        )
-        self._validate: Any = None
-        if _msgspec is not None and self._direct:
-            python = {_STR: str, _FLOAT: float, _INT: int, _BOOL: bool, _TS: str, _DATE: str}
+        self._numeric = [(name, kind) for name, kind in self._direct if kind in (_FLOAT, _INT)]
+        self._structs: dict[tuple[str, ...], Any] = {}
+        self._validators: dict[tuple[str, ...], Any] = {}
+
+    def _struct_type(self, present: tuple[str, ...]) -> pa.StructType:
+        struct = self._structs.get(present)
+        if struct is None:
+            kinds = dict(self._direct)
+            staged = {_TS: pa.string(), _DATE: pa.string()}
+            struct = pa.struct([pa.field(n, staged.get(kinds[n], _ARROW_TYPES[kinds[n]])) for n in present])
+            self._structs[present] = struct
+        return struct
+
+    def _validator(self, numeric: tuple[str, ...]) -> Any:
+        """A C-level check that the ``numeric`` fields hold numbers (None without msgspec)."""
+        if _msgspec is None or not numeric:
+            return None
+        validate = self._validators.get(numeric)
+        if validate is None:
+            kinds = dict(self._numeric)
             row = _msgspec.defstruct(
-                f"_{dataset}_row",
-                [(name, python[kind] | None, None) for name, kind in self._direct],  # type: ignore[operator]
+                f"_{self.dataset}_numbers",
+                [(n, (float if kinds[n] == _FLOAT else int) | None, None) for n in numeric],  # type: ignore[operator]
                 kw_only=True,
             )
             rows = list[row]  # type: ignore[valid-type]
@@ -342,32 +373,47 @@ class RecordBatcher:
             def validate(records: Sequence[Mapping[str, Any]]) -> None:
                 _msgspec.convert(records, rows)
 
-            self._validate = validate
+            self._validators[numeric] = validate
+        return validate
 
     def to_batch(self, records: Sequence[Mapping[str, Any]], first_index: int = 0) -> pa.RecordBatch:
         """One batch of ``records`` (``first_index``: the position of the first, for errors)."""
         if not all(type(r) is dict for r in records):
             records = [dict(r) for r in records]
-        if self._validate is None:
+        keys = set().union(*records)
+        present = tuple(name for name, _ in self._direct if name in keys)
+        numeric = tuple(name for name, _ in self._numeric if name in keys)
+        validate = self._validator(numeric)
+        if validate is None and numeric:
             self._check_types(records, first_index)
-        else:
+        elif validate is not None:
             try:
-                self._validate(records)
+                validate(records)
             except (_msgspec.ValidationError, TypeError):
                 self._check_types(records, first_index)  # finds and names the refused value
         arrays: dict[str, pa.Array] = {}
-        if self._direct:
-            struct = pa.array(records, type=self._struct)
-            for i, (name, kind) in enumerate(self._direct):
+        if present:
+            try:
+                struct = pa.array(records, type=self._struct_type(present))
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+                self._check_types(records, first_index)
+                raise
+            kinds = dict(self._direct)
+            for i, name in enumerate(present):
                 column = struct.field(i)
-                if kind in (_TS, _DATE):
-                    column = self._temporal(name, kind, column, records, first_index)
+                if kinds[name] in (_TS, _DATE):
+                    column = self._temporal(name, kinds[name], column, records, first_index)
                 arrays[name] = column
         for name in self._json:
-            values = [r.get(name) for r in records]
-            arrays[name] = pa.array([None if v is None else _dumps(v) for v in values], type=pa.string())
-        ordered = [arrays[name] for name, _ in self.columns]
-        ordered.append(pa.array(self._extras(records, arrays), type=pa.string()))
+            if name in keys:
+                values = [r.get(name) for r in records]
+                arrays[name] = pa.array([None if v is None else _dumps(v) for v in values], type=pa.string())
+        landed = sum(len(a) - a.null_count for a in arrays.values())
+        n = len(records)
+        ordered = [
+            arrays[name] if name in arrays else pa.nulls(n, _ARROW_TYPES[kind]) for name, kind in self.columns
+        ]
+        ordered.append(pa.array(self._extras(records, keys, landed), type=pa.string()))
         return pa.RecordBatch.from_arrays(ordered, schema=self.schema)
 
     def _refuse(
@@ -406,17 +452,13 @@ class RecordBatcher:
             parsed.append(out)
         return pa.array(parsed, type=target)
 
-    def _extras(
-        self, records: Sequence[Mapping[str, Any]], arrays: Mapping[str, pa.Array]
-    ) -> list[str | None]:
-        """The :data:`EXTRA_COLUMN` values. Checked for the whole batch first (in C): when every
-        field has a column and the values that landed are as many as the fields the records have,
-        there is no extra field and no explicit null anywhere."""
+    def _extras(self, records: Sequence[Mapping[str, Any]], keys: set[str], landed: int) -> list[str | None]:
+        """The :data:`EXTRA_COLUMN` values. Decided for the whole batch first: when every field
+        has a column (``keys``: all the batch's field names) and as many values landed as the
+        records have fields, there is no unknown field and no explicit null anywhere."""
         known = self._known
-        if known.issuperset(set().union(*records)):
-            landed = sum(len(a) - a.null_count for a in arrays.values())
-            if landed == sum(map(len, records)):
-                return [None] * len(records)
+        if known.issuperset(keys) and landed == sum(map(len, records)):
+            return [None] * len(records)
         out: list[str | None] = []
         for record in records:
             if known.issuperset(record) and None not in record.values():
@@ -484,4 +526,5 @@ __all__ = [
     "RecordTypeError",
     "arrow_schema",
     "batch_to_records",
+    "dictionary_columns",
 ]
