@@ -10,7 +10,7 @@ File formats (:data:`FILE_FORMATS`; the operators' ``file_format``, else ``[open
 file_format``, else :data:`DEFAULT_FILE_FORMAT`):
 
 * ``jsonl.gz`` (default): gzip JSON Lines, one compact JSON object per line, compressed as it is
-  written (level :data:`GZIP_LEVEL`: about 8x smaller than plain JSON Lines for ~1.3x its CPU, see
+  written (level :data:`GZIP_LEVEL`: 8-11x smaller than plain JSON Lines for 1.1-1.2x its CPU, see
   ``benchmarks/RESULTS.md``). Every gzip and JSON reader takes it as it is.
 * ``jsonl``: plain JSON Lines.
 * ``parquet``: Parquet (zstd) with an explicit Arrow schema per dataset
@@ -74,11 +74,12 @@ FORMAT_SUFFIXES: dict[str, str] = {"jsonl": ".jsonl", "jsonl.gz": ".jsonl.gz", "
 FILE_FORMATS: tuple[str, ...] = tuple(FORMAT_SUFFIXES)
 DEFAULT_FILE_FORMAT = "jsonl.gz"
 #: zlib level of ``jsonl.gz``: the lowest that lands the sandbox's transactions in fewer bytes than
-#: dlt's gzip JSON Lines, at ~1.3x the CPU of plain JSON Lines (``benchmarks/formats.py``).
+#: dlt's gzip JSON Lines, at 1.1-1.2x the CPU of plain JSON Lines (``benchmarks/formats.py``).
 GZIP_LEVEL = 3
 #: Rows per Parquet row group: converted to Arrow as pages arrive, written out every this many
-#: rows, so a writer holds at most one row group (a few MB) whatever the number of records.
-PARQUET_ROW_GROUP_ROWS = 32_768
+#: rows, so a writer holds at most one row group (~2 MB) whatever the number of records. 32,768
+#: compressed 2% better but grew peak RSS by ~20 MB from 10k to 1M transactions (the target is 15).
+PARQUET_ROW_GROUP_ROWS = 8_192
 #: Records converted to Arrow at a time (a page or two of the API).
 PARQUET_BATCH_ROWS = 1_024
 PARQUET_COMPRESSION = "zstd"
