@@ -2,21 +2,25 @@
 ### Open Banking: consent health, every day
 
 Consents die quietly: Flinks drops a refresh token after 30 days without use, customers revoke
-access at their bank, scopes get narrowed. This DAG notices before a dashboard goes stale. For
-every configured consent (one ``openbanking`` connection per consent):
+access at their bank, scopes get narrowed. This DAG notices before a dashboard goes stale. It
+covers every consent of every listed ``openbanking`` connection (a connection is one client; its
+consents are the ``default`` one of its ``refresh_token`` extra plus every consent in its consent
+store, e.g. imported with `airflow-openbanking consents import`):
 
-1. **check_consent** (mapped over the connections) -- makes a refresh grant (which by itself keeps
-   an idle Flinks consent alive), then one cheap call per data cluster the connection needs
-   (accounts, transactions of one day, statements of one day, contact, payment networks, customer),
-   and lands one small JSON Lines health record under
-   `<landing destination>/consent_health/conn_id=<id>/interval=<data interval>/`: `state` (`ok`,
+1. **check_consent** (mapped over the connections) -- for each consent of the connection: a
+   refresh grant (which by itself keeps an idle Flinks consent alive), then one cheap call per
+   data cluster the connection needs (accounts, transactions of one day, statements of one day,
+   contact, payment networks, customer); then it lands one JSON Lines file per connection, one
+   health record per consent, under
+   `<landing destination>/consent_health/conn_id=<id>/interval=<data interval>/`: `consent_id`, `state` (`ok`,
    `revoked` (602), `refresh_rejected`, `lapsed`, `scope_missing`, `no_consent`, `error`),
    `healthy`, `message`, `last_refresh_at` (last successful refresh), `idle_days` (unused before this
    check), `days_until_idle_lapse`, `confirmed_scopes` / `missing_scopes` / `unchecked_scopes`,
    `warnings`. A consent that had been idle for 23 days or more (param `warn_within_days`) is `ok`
    with a warning. No tokens, secrets or account numbers, in the record or in the log.
 2. **report** -- runs after every check, landed or not: succeeds when every consent is healthy,
-   otherwise fails with one summary line per unhealthy consent (`<conn_id>: <state>: <what to do>`).
+   otherwise fails with one summary line per unhealthy consent (`<conn_id>: <state>: <what to do>`,
+   `<conn_id> consent <consent_id>: …` for a consent other than `default`).
 
 Alerting is a standard `on_failure_callback` on **report**: here `LogNotifier`, which only logs.
 Swap in `SlackNotifier` (`apache-airflow-providers-slack`) or `SmtpNotifier`
@@ -35,7 +39,7 @@ from typing import Any
 from airflow.sdk import CronDataIntervalTimetable, Param, TriggerRule, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_provider_openbanking.consent import IDLE_LAPSE_DAYS, IDLE_WARN_DAYS
+from airflow_provider_openbanking.consents.health import IDLE_LAPSE_DAYS, IDLE_WARN_DAYS
 from airflow_provider_openbanking.example_dags_support import POOL, resolve_conn_ids
 from airflow_provider_openbanking.notifications.log import LogNotifier
 
@@ -66,7 +70,7 @@ ALERT = LogNotifier(message=ALERT_MESSAGE)
             None,
             type=["null", "array"],
             items={"type": "string"},
-            description="openbanking connection ids, one per consent. Empty: the Variable "
+            description="openbanking connection ids; every consent of each is checked. Empty: the Variable "
             "openbanking_conn_ids (JSON list), else ['openbanking_default'].",
         ),
         "warn_within_days": Param(
@@ -84,7 +88,7 @@ ALERT = LogNotifier(message=ALERT_MESSAGE)
 def openbanking_consent_health() -> None:
     @task
     def consent_conn_ids(params: dict[str, Any] | None = None) -> list[str]:
-        """The connections (consents) this run checks."""
+        """The connections whose consents this run checks."""
         return resolve_conn_ids((params or {}).get("conn_ids"))
 
     @task(pool=POOL, map_index_template="{{ openbanking_conn_id }}")
@@ -95,32 +99,46 @@ def openbanking_consent_health() -> None:
         data_interval_end: dt.datetime | None = None,
         run_id: str | None = None,
     ) -> dict[str, Any]:
-        """Refresh, one call per data cluster, land the health record; never fails on a bad consent."""
-        from airflow_provider_openbanking.consent import check_consent_health
+        """Every consent of one connection: refresh, one call per data cluster, land the records.
+        Never fails on a bad consent (the report decides)."""
+        from airflow_provider_openbanking.consents.health import check_connection_health
+        from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
 
         get_current_context()["openbanking_conn_id"] = conn_id  # type: ignore[typeddict-unknown-key]
         if data_interval_start is None or data_interval_end is None:
             raise AirflowFailException("the run has no data interval")
         warn = (params or {}).get("warn_within_days")
-        record = check_consent_health(
+        hook = OpenBankingHook(conn_id)
+        try:
+            result = check_connection_health(
+                hook,
+                interval_start=data_interval_start,
+                interval_end=data_interval_end,
+                warn_within_days=IDLE_WARN_DAYS if warn is None else float(warn),
+                dag_id="openbanking_consent_health",
+                run_id=run_id,
+                data_interval_start=data_interval_start.isoformat(),
+                data_interval_end=data_interval_end.isoformat(),
+            )
+        finally:
+            hook.close()
+        log.info(
+            "%s: %d consent(s) checked, %d healthy -> %s",
             conn_id,
-            interval_start=data_interval_start,
-            interval_end=data_interval_end,
-            warn_within_days=IDLE_WARN_DAYS if warn is None else float(warn),
-            dag_id="openbanking_consent_health",
-            run_id=run_id,
-            data_interval_start=data_interval_start.isoformat(),
-            data_interval_end=data_interval_end.isoformat(),
+            result["checked"],
+            len(result["healthy"]),
+            result["path"],
         )
-        log.info("%s -> %s", record["summary"], record["path"])
-        for warning in record["warnings"]:
-            log.warning("%s: %s", conn_id, warning)
-        return record
+        for line in result["unhealthy"]:
+            log.warning("%s", line)
+        for warning in result["warnings"]:
+            log.warning("%s", warning)
+        return result
 
     @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, on_failure_callback=ALERT)
     def report(conn_ids: Any, records: Any) -> dict[str, Any]:
         """Fail with one line per unhealthy consent -- after every record has landed."""
-        from airflow_provider_openbanking.consent import summarize_health
+        from airflow_provider_openbanking.consents.health import summarize_health
 
         summary = summarize_health(records, conn_ids)
         for warning in summary.warnings:
@@ -129,7 +147,7 @@ def openbanking_consent_health() -> None:
             for line in summary.unhealthy:
                 log.error("%s", line)
             raise AirflowFailException(summary.failure_message())
-        log.info("All %d consent(s) healthy", len(summary.healthy))
+        log.info("All %d consent(s) of %d connection(s) healthy", summary.checked, len(summary.conn_ids))
         return summary.as_dict()
 
     conn_ids = consent_conn_ids()
