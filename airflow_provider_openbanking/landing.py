@@ -371,6 +371,7 @@ class AtomicWriter:
             if self._fh is None:
                 self._open()
             self._fh.write(bytes(self._buffer))
+            self._fh.flush()  # each chunk reaches the store now (a local file's 8 KiB buffer too)
             self._buffer.clear()
 
     def __exit__(
@@ -480,7 +481,11 @@ class GzipJsonLinesWriter(JsonLinesWriter):
         self._zbuffer += data
         self.raw_bytes += len(data)
         if len(self._zbuffer) >= _FLUSH_BYTES:
-            compressed = self._compressor.compress(bytes(self._zbuffer))
+            # a sync flush every chunk: what was written so far reaches the store (zlib would
+            # otherwise hold up to its window), for ~5 bytes per 256 KiB of JSON Lines
+            compressed = self._compressor.compress(bytes(self._zbuffer)) + self._compressor.flush(
+                zlib.Z_SYNC_FLUSH
+            )
             self._zbuffer.clear()
             if compressed:
                 AtomicWriter.write(self, compressed)
