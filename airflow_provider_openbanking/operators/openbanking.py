@@ -38,11 +38,11 @@ from airflow_provider_openbanking.landing import (
     AtomicWriter,
     Layout,
     RecordRefusedError,
+    check_destination_writable,
     lineage_dataset,
     open_records_writer,
     require_pyarrow,
     resolve_file_format,
-    to_storage_path,
 )
 from airflow_provider_openbanking.pagination import PageStats
 
@@ -231,7 +231,8 @@ class _OpenBankingBaseOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         start, end = self.resolve_interval(context)
         file_format = self._checked_file_format()
-        destination = to_storage_path(self.destination)
+        # Before any API call: a destination that cannot be written fails the task once, at once.
+        destination = check_destination_writable(self.destination)
         layout = Layout(destination, self.dataset, self.openbanking_conn_id, start, end, file_format)
         outcome = _Outcome()
         self._landed_paths, self._landed_files = outcome.paths, outcome.files
