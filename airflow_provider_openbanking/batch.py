@@ -194,9 +194,14 @@ def reason_code(exc: BaseException) -> str:
 
 def is_permanent(exc: BaseException) -> bool:
     """Whether retrying the task could not fix this failure (the task then fails without retries)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
     if isinstance(exc, TransientApiError):
         return False
-    return isinstance(exc, (ConsentRequiredError, ApiError, ConnectionConfigError, ValueError))
+    # AirflowFailException: every NotRetryableError, and landing's refused records.
+    return isinstance(
+        exc, (ConsentRequiredError, ApiError, ConnectionConfigError, ValueError, AirflowFailException)
+    )
 
 
 def describe(exc: BaseException) -> str:

@@ -20,7 +20,7 @@ from airflow_provider_openbanking.warehouse import (
     DEFAULT_WAREHOUSE_CONN_ID,
     TRANSACTIONS_TABLE,
     TransactionsWarehouse,
-    iter_jsonl,
+    iter_records,
 )
 
 log = logging.getLogger(__name__)
@@ -254,7 +254,7 @@ def load_transactions_shard(
     warehouse = TransactionsWarehouse(sql_conn_id, table)
     warehouse.ensure_table()  # downstream readers find the table even when nothing landed yet
     try:
-        entries = list(iter_jsonl(manifest))
+        entries = list(iter_records(manifest))
     except FileNotFoundError:
         log.warning("No manifest at %s: the shard's transactions task landed nothing", manifest)
         entries = []
@@ -265,7 +265,7 @@ def load_transactions_shard(
             str(entry["account_id"]),
             entry["query_start"],
             entry["query_end"],
-            iter_jsonl(entry["path"]),
+            iter_records(entry["path"]),
         )
         for entry in entries
         if entry.get("kind", "records") == "records" and entry.get("account_id")
@@ -388,14 +388,12 @@ def transaction_jobs(accounts_results: Any) -> list[dict[str, Any]]:
     consent; a failed consent has none); the account ids are read from the small accounts file each
     one landed. The result feeds ``.expand_kwargs()``.
     """
-    from airflow_provider_openbanking.landing import read_jsonl
-
     jobs: list[dict[str, Any]] = []
     for result in _as_results(accounts_results):
         conn_id = str(result["conn_id"])
         account_ids: list[str] = []
         for path in result.get("paths") or []:
-            for account in read_jsonl(path):
+            for account in iter_records(path):
                 account_id = account.get("accountId")
                 if account_id and account_id not in account_ids:
                     account_ids.append(str(account_id))
@@ -443,7 +441,7 @@ def load_transactions(
             account_id,
             result["query_start"],
             result["query_end"],
-            iter_jsonl(landed["path"]),
+            iter_records(landed["path"]),
         )
         for result in _as_results(results)
         for account_id, landed in sorted((result.get("accounts") or {}).items())

@@ -189,8 +189,38 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
 }
 
 
+#: The ``[openbanking]`` section of the Airflow configuration (``airflow config list`` shows it;
+#: ``AIRFLOW__OPENBANKING__<OPTION>`` environment variables set it too).
+CONFIG: dict[str, Any] = {
+    "openbanking": {
+        "description": "Where and how the Open Banking operators land files.",
+        "options": {
+            "landing_destination": {
+                "description": "Default destination of the operators' files (and of the consent "
+                "health records): an object storage URL (s3://bucket/prefix, gs://..., file:///...) or "
+                "a local path. An operator's `destination` argument wins. Unset: "
+                "file://$AIRFLOW_HOME/openbanking.",
+                "version_added": "0.1.0",
+                "type": "string",
+                "example": "s3://my-bucket/openbanking",
+                "default": None,
+            },
+            "file_format": {
+                "description": "Default format of the landed records files: jsonl.gz (gzip JSON Lines), "
+                "jsonl (plain JSON Lines) or parquet (typed columns; needs the [parquet] extra, "
+                "pyarrow). An operator's `file_format` argument wins.",
+                "version_added": "0.1.0",
+                "type": "string",
+                "example": "parquet",
+                "default": "jsonl.gz",
+            },
+        },
+    }
+}
+
+
 def get_provider_info() -> dict[str, Any]:
-    """Return the provider's metadata (package, modules, connection type and its form)."""
+    """Return the provider's metadata (package, modules, configuration, connection type and its form)."""
     return {
         "package-name": "airflow-provider-openbanking",
         "name": "Open Banking (Flinks / FDX)",
@@ -228,6 +258,7 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "notifications": ["airflow_provider_openbanking.notifications.log.LogNotifier"],
+        "config": CONFIG,
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_openbanking.hooks.openbanking.OpenBankingHook",

@@ -278,15 +278,17 @@ except ImportError:  # pragma: no cover
         return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def iter_jsonl(path: Any) -> Iterator[dict[str, Any]]:
-    """Stream the records of a landed JSON Lines file (an ``ObjectStoragePath`` or a URL)."""
-    from airflow.sdk import ObjectStoragePath
+def iter_records(path: Any) -> Iterator[dict[str, Any]]:
+    """Stream the records of a landed file (an ``ObjectStoragePath`` or a URL) in any landing
+    format -- JSON Lines, gzip JSON Lines, Parquet -- through
+    :func:`airflow_provider_openbanking.landing.iter_records`, the project's one reader."""
+    from airflow_provider_openbanking.landing import iter_records as landing_iter_records
 
-    target = path if isinstance(path, ObjectStoragePath) else ObjectStoragePath(str(path))
-    with target.open("rb") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)
+    return landing_iter_records(path)
+
+
+#: The name of the JSON Lines era (it reads every format).
+iter_jsonl = iter_records
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -678,6 +680,7 @@ __all__ = [
     "as_date",
     "check_identifier",
     "iter_jsonl",
+    "iter_records",
     "transaction_row",
     "window_date",
 ]

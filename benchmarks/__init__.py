@@ -11,6 +11,7 @@ task logs go to ``benchmarks/.runs/logs/`` instead of the terminal. The sandbox 
 process too (``SandboxServer``), on 127.0.0.1 only.
 
 Modules: :mod:`.throughput`, :mod:`.latency`, :mod:`.memory`, :mod:`.tokens`, :mod:`.parse` (the
-five figures of the issue) and :mod:`.hotpath` (where the time goes: per-stage costs of one
-page and a cProfile of the operator's code path).
+five figures of the issue), :mod:`.hotpath` (where the time goes: per-stage costs of one
+page and a cProfile of the operator's code path) and :mod:`.formats` (bytes and CPU per
+transaction of each landing format, issue 18).
 """

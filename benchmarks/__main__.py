@@ -18,7 +18,7 @@ from pathlib import Path
 
 from benchmarks.common import BENCH_DIR, RUNS_DIR, Figure, Section, Sizes, say
 
-MODULES = ("throughput", "latency", "memory", "tokens", "parse", "hotpath", "consents", "scale")
+MODULES = ("throughput", "latency", "memory", "tokens", "parse", "hotpath", "consents", "scale", "formats")
 
 #: Why a target is not met, shown under the table only for the figures that miss theirs.
 WHY_NOT_MET = {
@@ -149,7 +149,9 @@ def sizes_text(sizes: Sizes, quick: bool) -> str:
             f"{sizes.token_transactions:,} transactions per account in pages of {sizes.token_page_size} at "
             f"{sizes.token_latency_ms:.0f} ms a request, {sizes.token_runs} DAG runs per token lifetime;",
             f"* parse cost: {sizes.parse_runs} parses of each file;",
-            f"* profile: {sizes.profile_transactions:,} transactions.",
+            f"* profile: {sizes.profile_transactions:,} transactions;",
+            f"* landing formats: {', '.join(f'{n:,}' for n in sizes.formats_sizes)} transactions in one "
+            f"account, each of jsonl, jsonl.gz and parquet, {sizes.formats_runs} processes each.",
         ]
     )
 
@@ -198,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *why_not_met(figures),
         "How to run: `make bench` (= `python -m benchmarks`), or `python -m benchmarks --quick` (small "
-        "sizes, to check the harness) / `--only throughput,latency,memory,tokens,parse,hotpath,consents,scale`. Task "
+        "sizes, to check the harness) / `--only throughput,latency,memory,tokens,parse,hotpath,consents,scale,formats`. Task "
         "logs of every child process are in `benchmarks/.runs/logs/`.",
         "",
         "## Machine",

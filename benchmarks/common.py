@@ -52,6 +52,8 @@ class Sizes:
     token_runs: int = 3
     parse_runs: int = 7
     profile_transactions: int = 50_000
+    formats_sizes: tuple[int, ...] = (100_000, 1_000_000)
+    formats_runs: int = 3
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -68,6 +70,8 @@ class Sizes:
             token_runs=3,
             parse_runs=3,
             profile_transactions=10_000,
+            formats_sizes=(10_000, 50_000),
+            formats_runs=2,
         )
 
 

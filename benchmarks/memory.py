@@ -4,14 +4,18 @@ Every measurement is a separate child process that imports what a task imports, 
 account of N transactions (pages of 500) and reports its own peak RSS
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) and its RSS just before the extraction started:
 
-* **provider** -- ``OpenBankingTransactionsOperator.execute()`` landing JSON Lines to a local
-  directory (the hook holds one page at a time; the writer flushes every 256 KiB).
+* **provider** -- ``OpenBankingTransactionsOperator.execute()`` landing gzip JSON Lines (the
+  default format) to a local directory (the hook holds one page at a time; the writer compresses
+  and flushes every 256 KiB).
+* **parquet** -- the same task with ``file_format="parquet"``: records converted to Arrow as pages
+  arrive, a row group written every ``landing.PARQUET_ROW_GROUP_ROWS`` rows.
 * **HttpOperator** -- ``apache-airflow-providers-http``'s ``HttpOperator`` on the same endpoint
   with a ``pagination_function`` that follows ``page.nextOffset`` (the documented way to page);
   it returns every page's text, so every page stays in memory until the task ends.
 
-The figure is the provider's growth of peak RSS from the smallest to the largest size, median of
-``Sizes.memory_runs`` processes per size; the HttpOperator's growth is the comparison.
+The figures are the growth of peak RSS from the smallest to the largest size, median of
+``Sizes.memory_runs`` processes per size, for each landing format; the HttpOperator's growth is the
+comparison.
 """
 
 from __future__ import annotations
@@ -53,18 +57,19 @@ def child(p: dict[str, Any]) -> dict[str, Any]:
     import psutil
 
     account, kind = p["account"], p["kind"]
-    if kind == "provider":
+    if kind in ("provider", "parquet"):
         from airflow_provider_openbanking.operators.openbanking import OpenBankingTransactionsOperator
 
         op: Any = OpenBankingTransactionsOperator(
             task_id="land_transactions",
             openbanking_conn_id=CONN_ID,
-            destination=str(RUNS_DIR / "landing" / f"memory-{p['n']}"),
+            destination=str(RUNS_DIR / "landing" / f"memory-{kind}-{p['n']}"),
             account_ids=[account],
             start_time=SPAN_START,
             end_time=SPAN_END_EXCLUSIVE,
             lookback=0,
             max_workers=1,
+            file_format="parquet" if kind == "parquet" else None,
         )
     else:
         from airflow.providers.http.operators.http import HttpOperator
@@ -87,7 +92,7 @@ def child(p: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     out = op.execute({})
     wall = time.perf_counter() - t0
-    if kind == "provider":
+    if kind in ("provider", "parquet"):
         records = int(out["records"])
     else:  # the list of page texts the operator would push to XCom
         records = sum(text.count('"transactionId"') for text in out)
@@ -101,10 +106,10 @@ def child(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(sizes: Sizes) -> Section:
-    kinds = ("provider", "http")
+    kinds = ("provider", "parquet", "http")
     say(
         f"memory: peak RSS at {', '.join(f'{n:,}' for n in sizes.memory_sizes)} transactions, "
-        f"provider vs HttpOperator, {sizes.memory_runs} processes each"
+        f"provider (jsonl.gz, parquet) vs HttpOperator, {sizes.memory_runs} processes each"
     )
     results: dict[tuple[str, int], list[dict[str, Any]]] = {}
     with sandbox(
@@ -149,29 +154,36 @@ def run(sizes: Sizes) -> Section:
         f"Peak RSS (MB) of one task process, median of {sizes.memory_runs}; 'before' is the RSS after "
         "imports and operator construction, just before `execute()`.",
         "",
-        "| transactions | provider peak | provider before | provider time | HttpOperator peak | HttpOperator before | HttpOperator time |",
-        "|---|---|---|---|---|---|---|",
+        "| transactions | task | peak | before | time |",
+        "|---|---|---|---|---|",
     ]
+    names = {"provider": "provider, jsonl.gz", "parquet": "provider, parquet", "http": "HttpOperator"}
     for n in sizes.memory_sizes:
-        p_rows, h_rows = results[("provider", n)], results[("http", n)]
-        lines.append(
-            f"| {n:,} | {peak[('provider', n)]:.1f} ({spread(r['peak_mb'] for r in p_rows)}) "
-            f"| {median(r['rss_before_mb'] for r in p_rows):.1f} | {median(r['wall'] for r in p_rows):.1f} s "
-            f"| {peak[('http', n)]:.1f} ({spread(r['peak_mb'] for r in h_rows)}) "
-            f"| {median(r['rss_before_mb'] for r in h_rows):.1f} | {median(r['wall'] for r in h_rows):.1f} s |"
-        )
+        for kind in kinds:
+            rows = results[(kind, n)]
+            lines.append(
+                f"| {n:,} | {names[kind]} | {peak[(kind, n)]:.1f} ({spread(r['peak_mb'] for r in rows)}) "
+                f"| {median(r['rss_before_mb'] for r in rows):.1f} | {median(r['wall'] for r in rows):.1f} s |"
+            )
     lines += [
         "",
-        f"Growth from {small:,} to {large:,} transactions: provider **{growth['provider']:+.1f} MB**, "
-        f"HttpOperator **{growth['http']:+.1f} MB** "
+        f"Growth from {small:,} to {large:,} transactions: provider **{growth['provider']:+.1f} MB** "
+        f"(jsonl.gz), **{growth['parquet']:+.1f} MB** (parquet), HttpOperator **{growth['http']:+.1f} MB** "
         f"({growth['http'] / max(growth['provider'], 1.0):.0f}x the provider's).",
     ]
     figures = [
         Figure(
-            name=f"3. Memory: growth of peak RSS, {small:,} -> {large:,} transactions",
+            name=f"3. Memory: growth of peak RSS, {small:,} -> {large:,} transactions (jsonl.gz)",
             value=f"{growth['provider']:+.1f} MB (peak {peak[('provider', large)]:.0f} MB at {large:,})",
             target=f"< {TARGET_MB:.0f} MB",
             met=growth["provider"] < TARGET_MB,
+            baseline=f"same task at {small:,} transactions",
+        ),
+        Figure(
+            name=f"3c. Memory: Parquet landing, growth of peak RSS, {small:,} -> {large:,} transactions",
+            value=f"{growth['parquet']:+.1f} MB (peak {peak[('parquet', large)]:.0f} MB at {large:,})",
+            target=f"< {TARGET_MB:.0f} MB",
+            met=growth["parquet"] < TARGET_MB,
             baseline=f"same task at {small:,} transactions",
         ),
         Figure(

@@ -95,7 +95,7 @@ def airflow(*args: str, log: Path | None = None, env: dict[str, str] | None = No
     )
 
 
-def write_config() -> None:
+def write_config(file_format: str | None = None) -> None:
     """A minimal airflow.cfg, so that `airflow standalone` on this home later sees the same setup."""
     import secrets
 
@@ -116,7 +116,7 @@ def write_config() -> None:
         "\n[api_auth]\n"
         f"jwt_secret = {secrets.token_urlsafe(24)}\n"
         "\n[logging]\n"
-        "logging_level = INFO\n"
+        "logging_level = INFO\n" + (f"\n[openbanking]\nfile_format = {file_format}\n" if file_format else "")
     )
 
 
@@ -170,6 +170,19 @@ def posted_twins(db: Path, pending_ids: set[str]) -> int:
     return len(pending_ids & twins)
 
 
+def landed_transactions(root: Path) -> tuple[int, int]:
+    """Records and bytes of the landed transactions files, read through the provider's one reader
+    (any format: plain, gzip or Parquet)."""
+    from airflow_provider_openbanking.landing import file_format_of, iter_records
+
+    records = size = 0
+    for path in (root / "transactions").rglob("*") if (root / "transactions").exists() else ():
+        if path.is_file() and file_format_of(path.name) and not path.name.startswith("."):
+            records += sum(1 for _ in iter_records(str(path)))
+            size += path.stat().st_size
+    return records, size
+
+
 def landed_files(root: Path) -> tuple[Counter[str], int]:
     by_dataset: Counter[str] = Counter()
     size = 0
@@ -198,6 +211,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--transactions-per-account", type=int, default=2000)
     p.add_argument("--customers", type=int, default=3)
     p.add_argument(
+        "--file-format",
+        choices=("jsonl.gz", "jsonl", "parquet"),
+        default=None,
+        help="[openbanking] file_format of the landed files (default: the provider's, jsonl.gz)",
+    )
+    p.add_argument(
         "--ui", action="store_true", help="afterwards keep the sandbox up and run `airflow standalone`"
     )
     p.add_argument("--ui-port", type=int, default=0, help="API server port for --ui (default: a free one)")
@@ -216,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"  AIRFLOW_HOME = {HOME} (throw-away: recreated on every run)")
     if HOME.exists():
         shutil.rmtree(HOME)
-    write_config()
+    write_config(args.file_format)
     logs = HOME / "demo-logs"
     logs.mkdir()
     warehouse_db = HOME / "warehouse.db"
@@ -316,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
 
         counts = table_counts(warehouse_db)
         files, size = landed_files(HOME / "openbanking")
+        landed_tx, landed_tx_bytes = landed_transactions(HOME / "openbanking")
         counters = sandbox.counters()
         grants = counters.get("token_grants", {})
         requests_by_endpoint = counters.get("requests", {})
@@ -335,7 +355,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         say(
             f"Files landed under {(HOME / 'openbanking').relative_to(REPO)}/: {sum(files.values())} "
-            f"({', '.join(f'{k} {v}' for k, v in sorted(files.items()))}), {size / 1e6:.1f} MB"
+            f"({', '.join(f'{k} {v}' for k, v in sorted(files.items()))}), {size / 1e6:.1f} MB; "
+            f"{landed_tx:,} transactions in {args.file_format or 'jsonl.gz'} files, "
+            f"{landed_tx_bytes / max(landed_tx, 1):.0f} bytes each"
         )
         say(
             f"Token requests to the sandbox: {sum(grants.values())} "

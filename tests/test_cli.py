@@ -29,6 +29,7 @@ import requests
 from airflow_provider_openbanking import cli
 from airflow_provider_openbanking.hooks import openbanking as hook_module
 from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook, clear_token_cache
+from airflow_provider_openbanking.landing import read_records
 from tests.fixtures_openbanking import stored_refresh_token
 
 LOOPBACK_ANY_PORT = "http://127.0.0.1:0/callback"
@@ -609,8 +610,8 @@ def test_next_dag_run_uses_the_new_consent(fresh_conn, sandbox, tmp_path):
         wait >> land
     result = run_dag(dag, dt.datetime(2026, 11, 19, tzinfo=UTC))
     assert result.states == {"wait_for_consent": "success", "accounts": "success"}
-    files = list(tmp_path.rglob("*.jsonl"))
-    assert len(files) == 1 and len(files[0].read_text().splitlines()) == 6
+    files = list(tmp_path.rglob("*.jsonl.gz"))
+    assert len(files) == 1 and len(read_records(str(files[0]))) == 6
     # the tasks share the access token the authorization stored (consent store): no grant at all
     assert sandbox.counters()["token_grants"]["refresh_token"] == grants_before
 

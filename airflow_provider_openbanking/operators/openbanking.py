@@ -20,6 +20,8 @@ The XCom return value is small (never records, never tokens)::
     {"dataset": "transactions", "conn_id": "openbanking_default",
      "interval_start": "2026-11-19T00:00:00+00:00", "interval_end": "2026-11-20T00:00:00+00:00",
      "query_start": "2026-11-05", "query_end": "2026-11-19",      # transactions/statements only
+     "file_format": "jsonl.gz",
+     "paths": ["file:///…/account_id=acc-1.jsonl.gz", …],
      "records": 812, "pages": 10,
      "consents": {"selected": 300, "landed": 298, "resumed": 0, "failed": 2},
      "counts": {"files": 1490, "blobs": 0, "records": …, "pages": …, "accounts_skipped": 3, …},
@@ -62,11 +64,17 @@ from airflow_provider_openbanking.batch import (
 from airflow_provider_openbanking.exceptions import AccountUnavailableError, ConnectionConfigError
 from airflow_provider_openbanking.fdx import mask_account_number, mask_account_numbers
 from airflow_provider_openbanking.landing import (
+    DEFAULT_FILE_FORMAT,
+    FILE_FORMATS,
     AtomicWriter,
     JsonLinesWriter,
     Layout,
     check_destination_writable,
+    iter_records,
     lineage_dataset,
+    open_records_writer,
+    require_pyarrow,
+    resolve_file_format,
 )
 from airflow_provider_openbanking.pagination import PageStats
 
@@ -159,13 +167,23 @@ class _OpenBankingBaseOperator(BaseOperator):
         the day before the logical date is used, and logged. (templated)
     :param include_full_account_number: land full ``accountNumber`` values (and payment-network
         ``identifier``) instead of masking them to their last four characters.
+    :param file_format: ``jsonl.gz`` (gzip JSON Lines), ``jsonl`` or ``parquet`` (typed columns;
+        needs the ``[parquet]`` extra); default ``[openbanking] file_format``, else ``jsonl.gz``.
+        A rerun in another format replaces the window's file
+        (see :mod:`~airflow_provider_openbanking.landing`). (templated)
     """
 
     dataset: ClassVar[str] = ""
     #: Datasets stored per account: one file per account.
     per_account: ClassVar[bool] = False
 
-    template_fields: Sequence[str] = ("openbanking_conn_id", "destination", "start_time", "end_time")
+    template_fields: Sequence[str] = (
+        "openbanking_conn_id",
+        "destination",
+        "start_time",
+        "end_time",
+        "file_format",
+    )
     ui_color = "#d6ecf3"
     ui_fgcolor = "#0b3b4f"
 
@@ -177,6 +195,7 @@ class _OpenBankingBaseOperator(BaseOperator):
         start_time: DateArg = None,
         end_time: DateArg = None,
         include_full_account_number: bool = False,
+        file_format: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -185,6 +204,10 @@ class _OpenBankingBaseOperator(BaseOperator):
         self.start_time = start_time
         self.end_time = end_time
         self.include_full_account_number = include_full_account_number
+        self.file_format = file_format
+        self._file_format = DEFAULT_FILE_FORMAT
+        if _literal(file_format):  # a templated one is checked at run time
+            resolve_file_format(file_format)
         self._landed_paths: list[str] = []
         self._landed_files: list[str] = []
         #: Progress per page at INFO (one consent) or DEBUG (a batch: one line per file is plenty).
@@ -225,12 +248,25 @@ class _OpenBankingBaseOperator(BaseOperator):
         """Extra XCom keys describing the API query (transactions/statements)."""
         return {}
 
+    def _checked_file_format(self) -> str:
+        """The rendered ``file_format`` (or the configured one), usable here: a wrong value or a
+        missing pyarrow ends the task before any request (retrying cannot fix either)."""
+        try:
+            file_format = resolve_file_format(self.file_format)
+            if file_format == "parquet":
+                require_pyarrow()
+        except (ValueError, ImportError) as exc:
+            raise AirflowFailException(f"{self.dataset}: {exc}") from None
+        self._file_format = file_format
+        return file_format
+
     def _header(self, start: dt.datetime, end: dt.datetime) -> dict[str, Any]:
         summary: dict[str, Any] = {
             "dataset": self.dataset,
             "conn_id": self.openbanking_conn_id,
             "interval_start": start.isoformat(),
             "interval_end": end.isoformat(),
+            "file_format": self._file_format,
         }
         summary.update(self.query_window(start, end))
         return summary
@@ -270,7 +306,7 @@ class _OpenBankingBaseOperator(BaseOperator):
         """Stream what ``fetch(stats, on_page)`` yields into ``path``; return what landed."""
         started = time.monotonic()
         stats = PageStats()
-        with JsonLinesWriter(path) as writer:
+        with open_records_writer(path, self.dataset, account_id=account_id) as writer:
             for record in fetch(stats, self._progress(label, started)):
                 writer.write_record(self.prepare(record, account_id))
         self.log.info(
@@ -356,9 +392,11 @@ class OpenBankingProvidersOperator(_OpenBankingBaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         start, end = self.resolve_interval(context)
+        file_format = self._checked_file_format()
         # Before any API call: a destination that cannot be written fails the task once, at once.
+        destination = check_destination_writable(self.destination)
         layout = Layout(
-            check_destination_writable(self.destination), self.dataset, self.openbanking_conn_id, start, end
+            destination, self.dataset, self.openbanking_conn_id, start, end, file_format=file_format
         )
         from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
 
@@ -478,9 +516,12 @@ class _ConsentBatchOperator(_OpenBankingBaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         start, end = self.resolve_interval(context)
+        file_format = self._checked_file_format()
         # Before any API call: a destination that cannot be written fails the task once, at once.
         destination = check_destination_writable(self.destination)
-        layout = Layout(destination, self.dataset, self.openbanking_conn_id, start, end)
+        layout = Layout(
+            destination, self.dataset, self.openbanking_conn_id, start, end, file_format=file_format
+        )
         from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
 
         hook = OpenBankingHook(self.openbanking_conn_id)
@@ -773,18 +814,23 @@ class _PerAccountOperator(_AccountsArgOperator):
 
     def _landed_account_ids(self, task: ConsentTask) -> list[str] | None:
         layout = task.layout
-        accounts = Layout(
-            layout.destination,
-            "accounts",
-            layout.conn_id,
-            layout.interval_start,
-            layout.interval_end,
-            task.consent_id,
-        ).records_file()
-        try:
-            with accounts.open("rb") as fh:
-                ids = [str(json.loads(line).get("accountId") or "") for line in fh if line.strip()]
-        except FileNotFoundError:
+        # The accounts task may land another format than this one: one window has one file.
+        for file_format in FILE_FORMATS:
+            accounts = Layout(
+                layout.destination,
+                "accounts",
+                layout.conn_id,
+                layout.interval_start,
+                layout.interval_end,
+                task.consent_id,
+                file_format,
+            ).records_file()
+            try:
+                ids = [str(record.get("accountId") or "") for record in iter_records(accounts)]
+            except FileNotFoundError:
+                continue
+            break
+        else:
             return None
         # An empty file is a consent without accounts (the accounts task landed it so).
         return list(dict.fromkeys(i for i in ids if i))

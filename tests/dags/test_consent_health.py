@@ -24,7 +24,7 @@ import pytest
 
 from airflow_provider_openbanking.consents import ConsentRecord, VariableConsentStore, fingerprint
 from airflow_provider_openbanking.consents.health import IDLE_LAPSE_DAYS
-from airflow_provider_openbanking.landing import read_jsonl
+from airflow_provider_openbanking.landing import read_records
 from airflow_provider_openbanking.notifications.log import LogNotifier
 
 pytestmark = pytest.mark.slow
@@ -143,8 +143,8 @@ def landed_all(landing: Path, records: dict[str, Any]) -> dict[str, list[dict[st
     for conn_id, result in records.items():
         path = result["path"]
         assert path.startswith(f"file://{landing}/consent_health/conn_id={conn_id}/interval="), path
-        assert path.endswith("/shard=0000-of-0001.jsonl")
-        lines = read_jsonl(path)
+        assert path.endswith("/shard=0000-of-0001.jsonl.gz")  # the default format
+        lines = read_records(path)
         assert len(lines) == result["checked"]
         for line in lines:
             assert set(line) >= RECORD_FIELDS, RECORD_FIELDS - set(line)
@@ -164,7 +164,9 @@ def landed(landing: Path, records: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def no_secrets(sandbox: Any, landing: Path, *texts: str) -> None:
     """No refresh token, client secret or full account number in landed files, XCom or alerts."""
-    blob = "\n".join([*texts, *(p.read_text() for p in landing.rglob("*.jsonl"))])
+    files = list(landing.rglob("*.jsonl.gz"))
+    assert files
+    blob = "\n".join([*texts, *(json.dumps(read_records(str(p))) for p in files)])
     conns = [json.loads(v) for k, v in os.environ.items() if k.startswith("AIRFLOW_CONN_CH_")]
     assert conns and "demo-secret" not in blob
     for conn in conns:

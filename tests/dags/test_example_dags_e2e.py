@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_openbanking.landing import read_records
+
 pytestmark = pytest.mark.slow
 
 UTC = dt.timezone.utc
@@ -212,15 +214,15 @@ def test_statements_and_customer_profile_dags_land_their_datasets(
     pdfs = sorted((landing / "statement_files").rglob("*.pdf"))
     assert pdfs and all(p.read_bytes().startswith(b"%PDF") for p in pdfs)
     assert all("interval=20261001T000000Z_20261101T000000Z" in str(p) for p in pdfs)
-    assert list((landing / "statements").rglob("account_id=*.jsonl"))
+    assert list((landing / "statements").rglob("account_id=*.jsonl.gz"))
 
     profile = dagbag.get_dag("openbanking_customer_profile").test(
         logical_date=dt.datetime(2026, 11, 16, tzinfo=UTC)
     )
     assert succeeded(profile), states(profile)
     for dataset in ("customer", "contacts", "payment_networks", "holdings"):
-        assert list((landing / dataset).rglob("*.jsonl")), dataset
-    customer = json.loads(next((landing / "customer").rglob("*.jsonl")).read_text().splitlines()[0])
+        assert list((landing / dataset).rglob("*.jsonl.gz")), dataset
+    customer = read_records(str(next((landing / "customer").rglob("*.jsonl.gz"))))[0]
     assert customer["customerId"] == "cust-0001"
 
 

@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from airflow_provider_openbanking.hooks.openbanking import clear_token_cache
+from airflow_provider_openbanking.landing import encode_record, file_format_of, iter_records
 from airflow_provider_openbanking.sandbox.testing import SandboxServer
 from tests.dags.test_example_dags_e2e import DAG_ID, states, succeeded
 from tests.fixtures_openbanking import forget_stored_token
@@ -156,15 +157,21 @@ def table_rows(db: Path) -> list[tuple[Any, ...]]:
 
 
 def landed_files(root: Path) -> dict[str, bytes]:
-    """Every data file under ``root`` (hidden ones too), by relative path. The batch bookkeeping
-    under ``_manifests/`` (consent markers and shard manifests name the run) is left out."""
+    """Every file under ``root`` (hidden ones too), by relative path. A records file (any landing
+    format) is given as its records in JSON Lines, read through the landing's reader, so runs
+    compare record by record and secrets can be searched for in the text; other files as bytes.
+    The batch bookkeeping under ``_manifests/`` is left out."""
     if not root.exists():
         return {}
-    return {
-        str(p.relative_to(root)): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not str(p.relative_to(root)).startswith("_manifests/")
-    }
+    out: dict[str, bytes] = {}
+    for p in sorted(root.rglob("*")):
+        if not p.is_file() or str(p.relative_to(root)).startswith("_manifests/"):
+            continue  # the batch bookkeeping (consent markers and shard manifests) names the run
+        if file_format_of(p.name) and not p.name.startswith("."):
+            out[str(p.relative_to(root))] = b"".join(encode_record(r) + b"\n" for r in iter_records(str(p)))
+        else:
+            out[str(p.relative_to(root))] = p.read_bytes()
+    return out
 
 
 def only(conn_ids: list[str] | set[str], table: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
-from airflow_provider_openbanking.landing import safe_segment
+from airflow_provider_openbanking.landing import read_records, safe_segment
 from airflow_provider_openbanking.transport import path_segment
 from tests.faults.harness import log_text, only, only_files, run_main
 
@@ -83,13 +83,15 @@ def test_hostile_account_ids_are_opaque_to_urls_and_paths(fsb, consent, main_dag
 
     # Files: all inside the destination, under percent-encoded names, nothing anywhere else.
     landed = _landed(tmp_path, env)
-    assert {p.name for p in landed if "_manifests" not in p.parts} == {"accounts.jsonl"} | {
-        f"account_id={safe_segment(h)}.jsonl" for h in HOSTILE
+    assert {p.name for p in landed if "_manifests" not in p.parts} == {"accounts.jsonl.gz"} | {
+        f"account_id={safe_segment(h)}.jsonl.gz" for h in HOSTILE
     }
     expected = only_files(CONNS, baseline.files)
     for path, data in expected.items():
         for account_id, hostile in aliases.items():
-            path = path.replace(f"account_id={account_id}.jsonl", f"account_id={safe_segment(hostile)}.jsonl")
+            path = path.replace(
+                f"account_id={account_id}.jsonl.gz", f"account_id={safe_segment(hostile)}.jsonl.gz"
+            )
         got = outcome.files[path]
         assert [_unalias_record(line, served_to_real) for line in got.decode().splitlines()] == [
             _unalias_record(line, served_to_real) for line in data.decode().splitlines()
@@ -132,10 +134,7 @@ def test_hostile_statement_ids_land_inside_the_destination(fsb, consent, dagbag,
     target = folder / f"account_id={safe_segment(hostile_account)}" / f"{safe_segment(hostile_statement)}.pdf"
     assert target in landed and target.read_bytes() == pdf
     listing = env.landing / "statements" / "conn_id=ob_a" / "consent_id=default" / folder.name
-    records = [
-        json.loads(line)
-        for line in (listing / f"account_id={safe_segment(hostile_account)}.jsonl").read_text().splitlines()
-    ]
+    records = read_records(str(listing / f"account_id={safe_segment(hostile_account)}.jsonl.gz"))
     assert [r["statementId"] for r in records] == [hostile_statement]
     # Each id went out as exactly one path segment, so the sandbox found every resource.
     assert path_segment(hostile_statement) == "..%2F..%2F..%2F..%2Ftmp%2Fevil%3Fdownload%3D1%23x"

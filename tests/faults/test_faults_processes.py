@@ -56,7 +56,7 @@ def test_task_killed_mid_write_is_retried_and_leaves_no_trace(
     # An account of ob_b: map index 1 of the shard transactions tasks (one shard per connection).
     victim = next(job for job in jobs if job[0] == "ob_b")
     folder = env.landing / "transactions" / f"conn_id={victim[0]}" / "consent_id=default" / INTERVAL
-    final = folder / f"account_id={victim[1]}.jsonl"
+    final = folder / f"account_id={victim[1]}.jsonl.gz"
     seen: dict[str, object] = {}
 
     def kill_mid_write(ti: object, process: object) -> None:

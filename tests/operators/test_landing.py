@@ -1,4 +1,7 @@
-"""Landing: safe deterministic paths, atomic JSON Lines writes, flat memory (no sandbox needed)."""
+"""Landing: safe deterministic paths, atomic writes, flat memory (no sandbox needed).
+
+The formats themselves (gzip JSON Lines, Parquet, the one reader) are in test_landing_formats.py.
+"""
 
 from __future__ import annotations
 
@@ -74,8 +77,13 @@ def test_layout_is_deterministic_and_never_escapes_the_destination(tmp_path):
         write_jsonl(path, [{"accountId": account_id}])
         assert read_jsonl(path) == [{"accountId": account_id}]
     assert len(paths) == len(HOSTILE)
+    # gzip JSON Lines unless told otherwise
     assert str(layout.records_file()).endswith(
-        "/transactions/conn_id=ob%2F..%2Fconn/interval=20261119T000000Z_20261120T000000Z/transactions.jsonl"
+        "/transactions/conn_id=ob%2F..%2Fconn/interval=20261119T000000Z_20261120T000000Z/transactions.jsonl.gz"
+    )
+    plain = Layout(dest, "transactions", "ob/../conn", START, END, file_format="jsonl")
+    assert str(plain.records_file("a")).endswith(
+        "/interval=20261119T000000Z_20261120T000000Z/account_id=a.jsonl"
     )
     blob = layout.blob_file("statement_files", "acc/1", "st?1", ".pdf")
     assert str(blob).endswith(

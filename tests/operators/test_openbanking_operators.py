@@ -17,7 +17,7 @@ from airflow.sdk import DAG
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
-from airflow_provider_openbanking.landing import Layout, read_jsonl, to_storage_path
+from airflow_provider_openbanking.landing import Layout, read_records, to_storage_path
 from airflow_provider_openbanking.operators.openbanking import (
     OpenBankingAccountContactOperator,
     OpenBankingAccountsOperator,
@@ -130,9 +130,9 @@ def test_every_operator_lands_what_the_bank_has(openbanking_conn, sandbox, dest,
         ).records_file(account_id)
         assert tx["accounts"][account_id]["path"] == str(path)
         assert str(path).endswith(
-            f"transactions/conn_id={openbanking_conn}/{CONSENT}/{INTERVAL}/account_id={account_id}.jsonl"
+            f"transactions/conn_id={openbanking_conn}/{CONSENT}/{INTERVAL}/account_id={account_id}.jsonl.gz"
         )
-        landed = read_jsonl(path)
+        landed = read_records(path)
         assert ids(landed, "transactionId") == ids(expected, "transactionId")
         # records land as the bank serves them, unwrapped (the FDX 5 wrapper becomes accountCategory)
         assert [{k: v for k, v in r.items() if k != "accountCategory"} for r in landed] == expected
@@ -140,19 +140,19 @@ def test_every_operator_lands_what_the_bank_has(openbanking_conn, sandbox, dest,
         assert tx["accounts"][account_id]["records"] == len(expected)
         total += len(expected)
     assert tx["records"] == total and tx["pages"] >= len(account_ids)
-    assert any(r["status"] == "PENDING" for r in read_jsonl(tx["paths"][0]) + read_jsonl(tx["paths"][1]))
+    assert any(r["status"] == "PENDING" for r in read_records(tx["paths"][0]) + read_records(tx["paths"][1]))
 
     # -- accounts: one file, full numbers masked, display kept ---------------------------------
-    accounts = read_jsonl(x["accounts"]["paths"][0])
+    accounts = read_records(x["accounts"]["paths"][0])
     assert x["accounts"]["paths"][0].endswith(
-        f"accounts/conn_id={openbanking_conn}/{CONSENT}/{INTERVAL}/accounts.jsonl"
+        f"accounts/conn_id={openbanking_conn}/{CONSENT}/{INTERVAL}/accounts.jsonl.gz"
     )
     assert ids(accounts, "accountId") == sorted(account_ids)
     for record in accounts:
         number = truth[record["accountId"]]["accountNumber"]
         assert record["accountNumber"] == "*" * (len(number) - 4) + number[-4:]
         assert record["accountNumberDisplay"] == truth[record["accountId"]]["accountNumberDisplay"]
-    by_id = read_jsonl(x["accounts_by_id"]["paths"][0])
+    by_id = read_records(x["accounts_by_id"]["paths"][0])
     assert [r["accountId"] for r in by_id] == account_ids[:2]
     assert [r["accountNumber"] for r in by_id] == [truth[a]["accountNumber"] for a in account_ids[:2]]
 
@@ -161,7 +161,7 @@ def test_every_operator_lands_what_the_bank_has(openbanking_conn, sandbox, dest,
     assert (st["query_start"], st["query_end"]) == ("2026-10-01", "2026-10-31")
     assert sorted(st["accounts"]) == sorted(account_ids[:2])
     assert "interval=20261001T000000Z_20261101T000000Z" in st["paths"][0]
-    listed = [s for p in st["paths"] for s in read_jsonl(p)]
+    listed = [s for p in st["paths"] for s in read_records(p)]
     assert len(listed) == 2 and all(s["statementDate"] == "2026-10-31" for s in listed)
     assert len(st["files"]) == 2
     for statement in listed:
@@ -171,7 +171,7 @@ def test_every_operator_lands_what_the_bank_has(openbanking_conn, sandbox, dest,
         assert local(file_url).read_bytes().startswith(b"%PDF")
 
     # -- contacts, payment networks (704 skipped), customer, holdings, providers ---------------
-    contacts = [c for p in x["contacts"]["paths"] for c in read_jsonl(p)]
+    contacts = [c for p in x["contacts"]["paths"] for c in read_records(p)]
     assert ids(contacts, "accountId") == sorted(account_ids[:3])
     assert all(c["holders"] and c["emails"] for c in contacts)
 
@@ -179,20 +179,20 @@ def test_every_operator_lands_what_the_bank_has(openbanking_conn, sandbox, dest,
     assert sorted(pn["accounts"]) == sorted(deposit_ids)
     assert sorted(pn["skipped"]) == sorted(set(account_ids) - set(deposit_ids))
     assert all(reason.startswith("704") for reason in pn["skipped"].values())
-    networks = [n for p in pn["paths"] for n in read_jsonl(p)]
+    networks = [n for p in pn["paths"] for n in read_records(p)]
     assert networks and all(n["accountId"] in deposit_ids for n in networks)
     assert all(n["identifier"].startswith("***") for n in networks)  # full account number: masked
 
-    (customer,) = read_jsonl(x["customer"]["paths"][0])
+    (customer,) = read_records(x["customer"]["paths"][0])
     assert customer["customerId"] == CUSTOMER
     assert f"/ob_every_operator/customer/conn_id={openbanking_conn}/{CONSENT}/" in x["customer"]["paths"][0]
 
-    holdings = read_jsonl(x["holdings"]["paths"][0])
+    holdings = read_records(x["holdings"]["paths"][0])
     expected_holdings = [h for a in investment for h in truth[a]["holdings"]]
     assert len(holdings) == len(expected_holdings) > 0
     assert {h["accountId"] for h in holdings} == set(investment)
 
-    providers = read_jsonl(x["providers"]["paths"][0])
+    providers = read_records(x["providers"]["paths"][0])
     assert {p["id"] for p in providers} == {"1000", "1001", "1002"}
 
     # -- logs: progress per page and per account; never a token nor a full account number ------
@@ -233,7 +233,7 @@ def test_rerun_replaces_files_never_duplicates(openbanking_conn, sandbox, dest):
     assert second.xcoms["transactions"]["paths"] == first.xcoms["transactions"]["paths"]
     for account_id, meta in second.xcoms["transactions"]["accounts"].items():
         expected = sandbox.truth_transactions(account_id, "2026-11-16", "2026-11-19")
-        landed = read_jsonl(meta["path"])
+        landed = read_records(meta["path"])
         assert ids(landed, "transactionId") == ids(expected, "transactionId")
         assert (
             meta["records"] == len(expected) != first.xcoms["transactions"]["accounts"][account_id]["records"]
@@ -270,8 +270,8 @@ def test_failed_and_unavailable_accounts(openbanking_conn, sandbox, dest, capfd)
     out = capfd.readouterr().out
     assert result.states == {"transactions": "failed"}
     assert "transactions" not in result.xcoms
-    landed = {p.name for p in dest.rglob("*.jsonl")}
-    assert landed == {f"account_id={a}.jsonl" for a in account_ids if a not in (closed, broken)}
+    landed = {p.name for p in dest.rglob("*.jsonl.gz")}
+    assert landed == {f"account_id={a}.jsonl.gz" for a in account_ids if a not in (closed, broken)}
     assert f"skipping account {closed} (705" in out
     assert f"1 account(s) failed ({broken}: ApiError" in out
     assert not [p for p in dest.rglob("*") if ".partial" in p.name]
@@ -296,7 +296,7 @@ def test_revoked_consent_fails_at_once_and_keeps_what_landed(openbanking_conn, s
     out = capfd.readouterr().out
     assert result.states == {"transactions": "failed"}  # no retry: AirflowFailException
     assert result.tries["transactions"] == 1
-    assert {p.name for p in dest.rglob("*.jsonl")} == {f"account_id={a}.jsonl" for a in account_ids[:2]}
+    assert {p.name for p in dest.rglob("*.jsonl.gz")} == {f"account_id={a}.jsonl.gz" for a in account_ids[:2]}
     assert "must re-authorize" in out and "2 file(s) landed before this stay in place" in out
 
     # A consent revoked before the run: the very first call fails the same way.
