@@ -317,6 +317,7 @@ def _quiet_logs(verbose: bool) -> Iterator[None]:
     levels = {
         "airflow_provider_openbanking": logging.WARNING,
         # "Skipping masking for a secret as it's too short": about extras such as provider_id
+        "airflow._shared.secrets_masker.secrets_masker": logging.ERROR,  # core's copy (metadata-DB connections)
         "airflow.sdk._shared.secrets_masker.secrets_masker": logging.ERROR,
     }
     before = {name: logging.getLogger(name).level for name in levels}

@@ -3,11 +3,16 @@
 Every field is validated at first use, and a bad one raises :class:`ConnectionConfigError` naming
 the field and the connection id, instead of a ``KeyError`` or a confusing HTTP error later.
 Custom fields are read from the extras with or without the legacy ``extra__openbanking__`` prefix.
+An extra this provider does not know (``redirect_url``, ``page-size``) is ignored with a warning
+naming the closest known key, once per connection and key in a process.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
+import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,6 +23,73 @@ from airflow_provider_openbanking.pagination import DEFAULT_MAX_PAGES
 
 CONN_TYPE = "openbanking"
 _PREFIX = f"extra__{CONN_TYPE}__"
+
+log = logging.getLogger(__name__)
+
+#: Every extra the provider reads (the connection form declares the same set). A key outside it
+#: is most likely a typo: it is ignored, with a warning naming the closest of these.
+KNOWN_EXTRAS: frozenset[str] = frozenset(
+    {
+        "refresh_token",
+        "provider_id",
+        "scopes",
+        "redirect_uri",
+        "token_path",
+        "fdx_base_path",
+        "timeout",
+        "page_size",
+        "max_pages",
+        "verify",
+        "token_request_format",
+        "token_store",
+        "consent_store",
+        "consent_store_conn_id",
+        "consent_store_fernet_conn_id",
+        "max_attempts",
+        "max_elapsed",
+        "retry_initial_wait",
+        "max_requests_per_second",
+        "max_response_bytes",
+        "use_pkce",
+        "rotation_wait",
+    }
+)
+_warned_unknown: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+def closest_known_extra(key: str) -> str | None:
+    """The known extra ``key`` was most likely meant to be (``redirect_url`` -> ``redirect_uri``)."""
+    norm = key.removeprefix(_PREFIX).strip().lower().replace("-", "_").replace(" ", "_")
+    if norm in KNOWN_EXTRAS:
+        return norm
+    matches = difflib.get_close_matches(norm, sorted(KNOWN_EXTRAS), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def unknown_extras(extras: dict[str, Any]) -> dict[str, str | None]:
+    """``{key: closest known key or None}`` for every extra the provider does not read."""
+    out: dict[str, str | None] = {}
+    for key in extras:
+        name = str(key)
+        if name.removeprefix(_PREFIX) in KNOWN_EXTRAS:
+            continue
+        out[name] = closest_known_extra(name)
+    return out
+
+
+def _warn_unknown_extras(conn_id: str, extras: dict[str, Any]) -> None:
+    for key, closest in unknown_extras(extras).items():
+        with _warned_lock:
+            if (conn_id, key) in _warned_unknown:
+                continue
+            _warned_unknown.add((conn_id, key))
+        hint = (
+            f"; did you mean {closest!r}?"
+            if closest
+            else f"; known extras: {', '.join(sorted(KNOWN_EXTRAS))}"
+        )
+        log.warning("Connection %r: unknown extra %r is ignored%s", conn_id, key, hint)
 
 
 @dataclass(frozen=True)
@@ -142,6 +214,7 @@ def parse_connection(conn: Any) -> OpenBankingConfig:
         extras = {}
     if not isinstance(extras, dict):
         raise ConnectionConfigError(conn_id, "extra", "must be a JSON object")
+    _warn_unknown_extras(conn_id, extras)
 
     host = (conn.host or "").strip()
     if not host:
@@ -247,4 +320,12 @@ def parse_connection(conn: Any) -> OpenBankingConfig:
     )
 
 
-__all__ = ["ALL_SCOPES", "CONN_TYPE", "OpenBankingConfig", "parse_connection"]
+__all__ = [
+    "ALL_SCOPES",
+    "CONN_TYPE",
+    "KNOWN_EXTRAS",
+    "OpenBankingConfig",
+    "closest_known_extra",
+    "parse_connection",
+    "unknown_extras",
+]

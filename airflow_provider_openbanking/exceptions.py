@@ -7,8 +7,14 @@ fields only, and the hook redacts any secret it knows before raising.
 
 The hierarchy tells a caller what to do:
 
-- :class:`ConsentRequiredError` is an ``AirflowFailException``: retrying cannot help, the customer
-  must authorize again (602, or a refresh token rejected).
+- :class:`NotRetryableError` (an ``AirflowFailException``) is the base of every failure that
+  retrying cannot fix, so the task fails at its first try instead of burning its retries:
+  :class:`ConnectionConfigError` (a missing or malformed field, client id/secret refused),
+  :class:`ConnectionNotFoundError`, :class:`LandingDestinationError` (the destination cannot be
+  written), :class:`MapLengthError` (more mapped tasks than ``[core] max_map_length``) and
+  :class:`ConsentRequiredError`.
+- :class:`ConsentRequiredError`: the customer must authorize again (602, or a refresh token
+  rejected).
 - :class:`TransientApiError` is what the transport retries (rate limits, 5xx, dropped connections,
   garbled bodies); it only surfaces once the retry budget is spent.
 - :class:`AccountUnavailableError` (704/705) lets operators skip one account and go on.
@@ -19,20 +25,89 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException
 
 
 class OpenBankingError(AirflowException):
     """Base class of every error raised by this provider."""
 
 
-class ConnectionConfigError(OpenBankingError):
-    """A field of the ``openbanking`` connection is missing or malformed."""
+class NotRetryableError(OpenBankingError, AirflowFailException):
+    """A failure that retrying cannot fix: the task fails at its first try, its retries unused.
+
+    Transient faults (rate limits, 5xx, dropped connections) are *not* of this kind: they are
+    retried by the transport and, once its budget is spent, by Airflow's task retries.
+    """
+
+
+class ConnectionConfigError(NotRetryableError):
+    """A field of the ``openbanking`` connection is missing or malformed (or was refused)."""
 
     def __init__(self, conn_id: str, field: str, problem: str) -> None:
         self.conn_id = conn_id
         self.field = field
         super().__init__(f"Connection {conn_id!r}: field {field!r} {problem}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.conn_id, self.field, self._problem()))
+
+    def _problem(self) -> str:
+        prefix = f"Connection {self.conn_id!r}: field {self.field!r} "
+        text = str(self)
+        return text[len(prefix) :] if text.startswith(prefix) else text
+
+
+class ConnectionNotFoundError(ConnectionConfigError, AirflowNotFoundException):
+    """No connection of that id exists anywhere Airflow looks (metadata DB, environment, secrets
+    backends). Also an ``AirflowNotFoundException``, so code that catches Airflow's keeps working."""
+
+    def __init__(self, conn_id: str) -> None:
+        self.conn_id = conn_id
+        self.field = "conn_id"
+        env = "AIRFLOW_CONN_" + "".join(c if c.isalnum() else "_" for c in conn_id).upper()
+        AirflowNotFoundException.__init__(
+            self,
+            f"Connection {conn_id!r} is not defined: create it with `airflow connections add {conn_id} "
+            "--conn-type openbanking --conn-host <API base URL> --conn-login <client id> "
+            f"--conn-password <client secret>`, in the UI (Admin > Connections), or as {env}",
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.conn_id,))
+
+
+class LandingDestinationError(NotRetryableError):
+    """The landing destination cannot be written (checked with a probe before any API call)."""
+
+    def __init__(self, destination: str, problem: str) -> None:
+        self.destination = destination
+        self.problem = problem
+        super().__init__(
+            f"The landing destination {destination} cannot be written: {problem}. Fix the operator's "
+            "destination (or [openbanking] landing_destination) or its permissions/credentials; "
+            "no API call was made"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.destination, self.problem))
+
+
+class MapLengthError(NotRetryableError):
+    """A task would be mapped over more items than Airflow allows (``[core] max_map_length``)."""
+
+    def __init__(self, what: str, count: int, limit: int, hint: str | None = None) -> None:
+        self.what = what
+        self.count = count
+        self.limit = limit
+        self.hint = hint
+        text = (
+            f"{count} {what} to map over, more than [core] max_map_length = {limit}: raise "
+            "AIRFLOW__CORE__MAX_MAP_LENGTH or split the work"
+        )
+        super().__init__(f"{text} ({hint})" if hint else text)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.what, self.count, self.limit, self.hint))
 
 
 class ApiError(OpenBankingError):
@@ -89,8 +164,10 @@ class ApiError(OpenBankingError):
         text = ", ".join(parts)
         if self.api_message:
             text += f": {self.api_message}"
-        ids = [f"ob-correlation-id={self.correlation_id or '-'}", f"ob-trace-id={self.trace_id or '-'}"]
-        text += f" ({', '.join(ids)})"
+        if self.status is not None or self.correlation_id or self.trace_id:
+            # Only a server that answered has correlation ids to quote (none when nothing answered).
+            ids = [f"ob-correlation-id={self.correlation_id or '-'}", f"ob-trace-id={self.trace_id or '-'}"]
+            text += f" ({', '.join(ids)})"
         if self.hint:
             text += f". {self.hint}"
         return text
@@ -149,7 +226,7 @@ class AccessTokenRejectedError(ApiError):
     """401 that is not 602 even after a fresh access token: the client's credentials are wrong."""
 
 
-class ConsentRequiredError(ApiError, AirflowFailException):
+class ConsentRequiredError(ApiError, NotRetryableError):
     """The customer's consent is gone (602, refresh token rejected or lapsed): not retryable.
 
     It is an ``AirflowFailException`` so a task fails at once instead of burning its retries; a

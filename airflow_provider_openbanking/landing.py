@@ -334,6 +334,67 @@ def write_jsonl(path: ObjectStoragePath, records: Iterable[Mapping[str, Any]]) -
         return writer.write_records(records)
 
 
+# -- destination probe (issue 15) ---------------------------------------------------------------
+
+#: Name prefix of the probe object: hidden, and never matching ``*.jsonl`` nor ``*.partial``.
+PROBE_PREFIX = ".openbanking-write-probe-"
+
+
+def check_destination_writable(destination: ObjectStoragePath | str | None) -> ObjectStoragePath:
+    """Prove that ``destination`` can be written, before any API call: create, write and delete a
+    small probe object in it. Return the destination as an ``ObjectStoragePath``.
+
+    Raises :class:`~airflow_provider_openbanking.exceptions.LandingDestinationError` (which fails
+    the task at its first try: no retry makes a read-only bucket writable) naming the destination
+    and what went wrong -- a path under a regular file, ``/proc``, a read-only or missing bucket,
+    missing storage credentials. On the local file system, directories the probe had to create are
+    removed again, so a task that fails later for another reason leaves nothing behind.
+    """
+    from airflow_provider_openbanking.exceptions import LandingDestinationError
+
+    try:  # an unknown scheme, a provider missing for it: no retry installs the provider
+        target = to_storage_path(destination)
+        fs: Any = target.fs
+    except Exception as exc:
+        reason = str(exc).strip() or type(exc).__name__
+        raise LandingDestinationError(
+            str(destination), f"could not open it ({type(exc).__name__}: {reason})"
+        ) from None
+    shown = str(target)
+    local = (target.protocol or "file") in ("file", "local")
+    root = str(target.path)
+    probe = f"{root.rstrip('/')}/{PROBE_PREFIX}{uuid.uuid4().hex[:12]}-{os.getpid()}"
+    created: list[str] = []
+    step = "create the directory"
+    try:
+        if local:
+            missing = root
+            while missing and missing != "/" and not os.path.lexists(missing):
+                created.append(missing)
+                missing = os.path.dirname(missing)
+            fs.makedirs(root, exist_ok=True)
+        step = "write a probe object"
+        with fs.open(probe, "wb") as fh:
+            fh.write(b"airflow-provider-openbanking write probe\n")
+        step = "delete the probe object"
+        fs.rm(probe)
+    except Exception as exc:
+        if step != "create the directory":
+            try:
+                fs.rm(probe)
+            except Exception:
+                log.debug("Could not remove the probe %s", probe, exc_info=True)
+        reason = str(exc).strip() or type(exc).__name__
+        raise LandingDestinationError(shown, f"could not {step} ({type(exc).__name__}: {reason})") from None
+    finally:
+        for directory in created:  # deepest first; only if still empty
+            try:
+                os.rmdir(directory)
+            except OSError:
+                break
+    return target
+
+
 def read_jsonl(path: ObjectStoragePath | str) -> list[dict[str, Any]]:
     """Read a landed file back (tests, small files)."""
     target = path if isinstance(path, ObjectStoragePath) else ObjectStoragePath(path)
@@ -353,9 +414,11 @@ def lineage_dataset(path: ObjectStoragePath | str) -> tuple[str, str]:
 
 
 __all__ = [
+    "PROBE_PREFIX",
     "AtomicWriter",
     "JsonLinesWriter",
     "Layout",
+    "check_destination_writable",
     "default_destination",
     "encode_record",
     "interval_segment",

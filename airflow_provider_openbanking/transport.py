@@ -4,10 +4,25 @@ This is the only place that sends requests. It knows nothing of OAuth except tha
 comes from a :class:`TokenSource` and that a 401 which is not 602 means "that token went stale":
 it asks the source for a fresh one once and replays the request. Everything transient (1207 rate
 limits at 429 or 422, 5xx, 501 maintenance, dropped connections, bodies that are not JSON) is
-retried by tenacity with exponential backoff and jitter, honouring ``Retry-After``, bounded in
-attempts and in elapsed time. JSON bodies larger than ``max_response_bytes`` are refused. Every other error is raised at once as a typed
-:mod:`~airflow_provider_openbanking.exceptions` error naming endpoint, status, code, message and the
-correlation headers.
+retried with exponential backoff and jitter, honouring ``Retry-After``. JSON bodies larger than
+``max_response_bytes`` are refused. Every other error is raised at once as a typed
+:mod:`~airflow_provider_openbanking.exceptions` error naming endpoint, status, code, message and,
+when a server answered, the correlation headers.
+
+**One retry budget per logical call.** A call (``request_json``/``request_stream``) gets
+``max_attempts`` attempts and ``max_elapsed`` seconds. A request made *on behalf of* that call in
+the same thread -- the token request the token source sends when the cached access token has to be
+refreshed -- is one attempt inside the caller's attempt, never a retry loop of its own: retrying it
+is the caller's loop's job, so a server that is down costs ``max_attempts`` attempts in all
+(instead of ``max_attempts`` squared), and the log counts them straight. No attempt starts after
+``max_elapsed``, and every request's timeouts are cut to what is left of ``max_elapsed`` plus one
+request timeout, so the whole call gives up within that. Network errors name ``host:port`` and the
+cause (``Connection refused``, ``Name or service not known``, a read timeout).
+
+**Rate limiter hook-point.** ``Transport(..., rate_limiter=...)`` takes any object with
+``acquire()`` (called before every request sent, blocking until it may go) and
+``pause_until(monotonic_deadline)`` (called when a 429/1207 carries ``Retry-After``, so every thread
+sharing the limiter waits until then).
 """
 
 from __future__ import annotations
@@ -15,16 +30,17 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import random
 import re
+import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
-import tenacity
 from requests.adapters import HTTPAdapter
 
 from airflow_provider_openbanking.exceptions import (
@@ -71,14 +87,110 @@ class TokenSource(Protocol):
         """Forget ``token`` (the server answered 401 to it)."""
 
 
+class RateLimiter(Protocol):
+    """What the transport needs of a rate limiter (shared by every thread of one client)."""
+
+    def acquire(self) -> None:
+        """Block until one more request may be sent (called before every request)."""
+
+    def pause_until(self, monotonic_deadline: float) -> None:
+        """The server said "retry after": nobody sends before ``monotonic_deadline``."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounds of the retry loop. Defaults suit a 300 s token and a rate-limited API."""
+    """Bounds of one logical call's retries. Defaults suit a 300 s token and a rate-limited API.
+
+    ``max_attempts`` attempts and ``max_elapsed`` seconds in all; the wait before attempt *n*+1 is
+    ``initial_wait * 2**(n-1)`` (at most ``max_wait``) plus a random jitter of up to
+    ``min(1 s, initial_wait)``, or what ``Retry-After`` asks for.
+    """
 
     max_attempts: int = 6
     max_elapsed: float = 120.0
     initial_wait: float = 1.0
     max_wait: float = 30.0
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        base = min(self.max_wait, self.initial_wait * 2 ** (attempt - 1))
+        return min(self.max_wait, base + random.uniform(0, min(1.0, self.initial_wait)))
+
+
+@dataclass
+class _Budget:
+    """The retry budget of one logical call, shared by the requests sent on its behalf."""
+
+    endpoint: str
+    policy: RetryPolicy
+    #: One request's timeout (the read timeout): the grace after ``max_elapsed``.
+    grace: float
+    started: float = field(default_factory=time.monotonic)
+    attempts: int = 0
+
+    @property
+    def deadline(self) -> float:
+        """No attempt starts after this."""
+        return self.started + self.policy.max_elapsed
+
+    @property
+    def hard_deadline(self) -> float:
+        """No request of this call runs after this."""
+        return self.deadline + self.grace
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+def _exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception it wraps (urllib3 hides the socket error two levels down)."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        for nested in (
+            getattr(current, "reason", None),
+            current.__cause__,
+            current.__context__,
+            *current.args,
+        ):
+            if isinstance(nested, BaseException):
+                todo.append(nested)
+
+
+_ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
+
+
+def network_cause(exc: BaseException) -> str:
+    """The reason a request failed at the network level, in words (``Connection refused``)."""
+    chain = list(_exception_chain(exc))
+    for item in chain:
+        strerror = getattr(item, "strerror", None)
+        if isinstance(item, OSError) and strerror:
+            return str(strerror)
+    match = _ERRNO_TEXT.search(str(exc))
+    if match:
+        return match.group(1).strip()
+    for item in reversed(chain):  # the innermost error that says something
+        text = str(item).strip()
+        if text and "Pool(" not in text and "Max retries" not in text:
+            return text.rstrip(".")
+    return type(exc).__name__
+
+
+def _is_connect_failure(exc: BaseException) -> bool:
+    """Whether no connection was made at all (refused, unresolvable, connect timeout)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    try:
+        from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+    except ImportError:  # pragma: no cover
+        return False
+    return any(isinstance(e, (NewConnectionError, ConnectTimeoutError)) for e in _exception_chain(exc))
 
 
 def path_segment(value: Any) -> str:
@@ -151,8 +263,12 @@ class Transport:
         pool_size: int = 16,
         conn_id: str | None = None,
         max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         self.conn_id = conn_id
+        self.rate_limiter = rate_limiter
+        #: The budget of the logical call this thread is in (None outside any call).
+        self._calls = threading.local()
         self.max_response_bytes = max_response_bytes
         self.base_url = base_url.rstrip("/")
         self.timeout = (min(10.0, timeout), timeout)
@@ -220,36 +336,77 @@ class Transport:
     # -- internals ----------------------------------------------------------------------------
 
     def _with_retries(self, method: str, path: str, attempt: Callable[[], Any]) -> Any:
+        """Run ``attempt`` until it succeeds, raises a non-transient error, or the budget is spent.
+
+        Inside another call of this thread (a token request sent while a data request picks its
+        bearer token) there is no loop of its own: one attempt, and the caller's loop retries.
+        """
+        if getattr(self._calls, "budget", None) is not None:
+            return attempt()
         policy = self.retry
-        backoff = tenacity.wait_exponential_jitter(initial=policy.initial_wait, max=policy.max_wait)
+        budget = _Budget(self._endpoint(method, path), policy, grace=self.timeout[1])
+        self._calls.budget = budget
+        try:
+            while True:
+                budget.attempts += 1
+                try:
+                    return attempt()
+                except TransientApiError as exc:
+                    delay = self._next_delay(budget, exc)
+                    if delay is None:
+                        raise self._gave_up(budget, exc) from None
+                    log.warning(
+                        "%s: attempt %d of %d failed after %.1f s, retrying in %.2fs: %s",
+                        budget.endpoint,
+                        budget.attempts,
+                        policy.max_attempts,
+                        budget.elapsed(),
+                        delay,
+                        exc.recast(hint=""),  # the hint comes once, with the final error
+                    )
+                    time.sleep(delay)
+        finally:
+            self._calls.budget = None
 
-        def wait(state: tenacity.RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            retry_after = getattr(exc, "retry_after", None)
-            if retry_after is not None:
-                return float(min(retry_after, policy.max_elapsed))
-            return float(backoff(state))
+    @staticmethod
+    def _next_delay(budget: _Budget, exc: TransientApiError) -> float | None:
+        """Seconds to wait before the next attempt, or None when the budget is spent."""
+        if budget.attempts >= budget.policy.max_attempts:
+            return None
+        retry_after = exc.retry_after
+        delay = float(retry_after) if retry_after is not None else budget.policy.backoff(budget.attempts)
+        if time.monotonic() + delay >= budget.deadline:
+            return None  # the next attempt would start after max_elapsed
+        return delay
 
-        def before_sleep(state: tenacity.RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            sleep = state.next_action.sleep if state.next_action else 0.0
-            log.warning(
-                "%s (attempt %d of %d); retrying in %.2fs",
-                exc,
-                state.attempt_number,
-                policy.max_attempts,
-                sleep,
-            )
-
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(policy.max_attempts)
-            | tenacity.stop_after_delay(policy.max_elapsed),
-            wait=wait,
-            retry=tenacity.retry_if_exception_type(TransientApiError),
-            before_sleep=before_sleep,
-            reraise=True,
+    def _gave_up(self, budget: _Budget, exc: TransientApiError) -> TransientApiError:
+        """The last error, saying how long and how often it was tried."""
+        policy = budget.policy
+        on_behalf = "" if exc.endpoint == budget.endpoint else f" on {budget.endpoint}"
+        note = (
+            f"Gave up{on_behalf} after {budget.attempts} attempt(s) in {budget.elapsed():.1f} s "
+            f"(max_attempts {policy.max_attempts}, max_elapsed {policy.max_elapsed:g} s)"
         )
-        return retrying(attempt)
+        if exc.retry_after is not None and budget.attempts < policy.max_attempts:
+            note += f": the server asked to wait {exc.retry_after:g} s, beyond what is left"
+        error = exc.recast(hint=f"{note}. {exc.hint}" if exc.hint else note)
+        assert isinstance(error, TransientApiError)
+        return error
+
+    def _timeouts(self) -> tuple[float, float]:
+        """The (connect, read) timeouts of the next request: cut to what is left of the call."""
+        budget: _Budget | None = getattr(self._calls, "budget", None)
+        if budget is None:
+            return self.timeout
+        left = max(0.05, budget.hard_deadline - time.monotonic())
+        return (min(self.timeout[0], left), min(self.timeout[1], left))
+
+    def where(self, path: str = "") -> str:
+        """``host:port`` that ``path`` is sent to (for messages)."""
+        parts = urlsplit(self._url(path))
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        host = parts.hostname or "?"
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def _read(self, method: str, path: str, resp: requests.Response, limit: int | None) -> bytes:
         """The body of a streamed response, refused (:class:`ResponseTooLargeError`) beyond ``limit``
@@ -307,6 +464,8 @@ class Transport:
             if token_source is not None:
                 token = token_source.get()
                 hdrs["Authorization"] = f"Bearer {token}"
+            if self.rate_limiter is not None:
+                self.rate_limiter.acquire()
             try:
                 resp = self.session.request(
                     method,
@@ -316,7 +475,7 @@ class Transport:
                     data=form_body,
                     headers=hdrs,
                     auth=auth,
-                    timeout=self.timeout,
+                    timeout=self._timeouts(),
                     verify=self.verify,
                     stream=stream,
                     allow_redirects=True,
@@ -351,6 +510,12 @@ class Transport:
             error = self._error(method, path, resp, content)
             resp.close()
             if (
+                self.rate_limiter is not None
+                and error.retry_after is not None
+                and (resp.status_code == 429 or error.code == "1207")
+            ):
+                self.rate_limiter.pause_until(time.monotonic() + error.retry_after)
+            if (
                 resp.status_code == 401
                 and token_source is not None
                 and token is not None
@@ -377,11 +542,24 @@ class Transport:
         return f"{method} {shown}"
 
     def _network_error(self, method: str, path: str, exc: Exception) -> TransientApiError:
+        """No HTTP answer: say where to (``host:port``) and why, so it is clear what to check."""
+        where = self.where(path)
+        cause = network_cause(exc)
+        if _is_connect_failure(exc):
+            text = f"cannot connect to {where}: {cause}"
+            hint = "Check the connection's host (API base URL) and that the server is up and reachable"
+        elif isinstance(exc, requests.ReadTimeout):
+            text = f"{where} did not answer within the timeout ({cause})"
+            hint = "The server is slow or stuck; raise the connection's timeout extra if it is just slow"
+        else:
+            text = f"connection failed or dropped mid-response ({where}): {cause}"
+            hint = None
         return TransientApiError(
             self._endpoint(method, path),
             None,
             None,
-            self.redact(f"{type(exc).__name__}: connection failed or dropped mid-response"),
+            self.redact(f"{text} ({type(exc).__name__})"),
+            hint=hint,
         )
 
     def _too_large(

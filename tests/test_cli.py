@@ -398,7 +398,7 @@ def test_bad_setup_fails_before_the_customer_is_involved(make_conn, overrides, a
 
 def test_unknown_connection(monkeypatch):
     rc, _, err = run_cli("authorize", "--conn-id", "no_such_conn")
-    assert rc == 1 and "connection 'no_such_conn' is not defined" in one_error_line(err)
+    assert rc == 1 and "connection 'no_such_conn' is not defined" in one_error_line(err).lower()
 
 
 # -- authorize: paste mode (redirect URI not on loopback) ----------------------------------------

@@ -63,6 +63,7 @@ from airflow_provider_openbanking.exceptions import (
     ApiError,
     AuthorizationCallbackError,
     ConnectionConfigError,
+    ConnectionNotFoundError,
     ConsentRequiredError,
     MalformedResponseError,
     NoDataError,
@@ -148,6 +149,45 @@ def clear_token_cache() -> None:
         _REJECTED.clear()
         _INVALIDATED_AT.clear()
         _MUST_MINT.clear()
+
+
+#: Airflow's log masker skips values shorter than this (and says so).
+_MIN_MASKED_LENGTH = 5
+#: Where Airflow's two copies of the masker log "Skipping masking for a secret as it's too short".
+_MASKER_LOGGERS = (
+    "airflow.sdk._shared.secrets_masker.secrets_masker",
+    "airflow._shared.secrets_masker.secrets_masker",
+)
+
+
+class _ShortValueNoise(logging.Filter):
+    """Drops the masker's "too short" warning while a connection is read.
+
+    Airflow registers *every* extra value with the masker when it reads a connection and warns
+    about the first short one -- in practice ``provider_id`` "1000", which is no secret and which it
+    would never mask (its key is not a sensitive name). The hook warns itself, naming the field,
+    when a value that *is* a secret is too short to be masked (see ``_remember_secret``).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "too short" not in record.getMessage()
+
+
+def _read_connection(get: Callable[[str], Any], conn_id: str) -> Any:
+    """``get(conn_id)`` without the masker's noise; an unknown id is one clear sentence."""
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    noise = _ShortValueNoise()
+    loggers = [logging.getLogger(name) for name in _MASKER_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(noise)
+    try:
+        return get(conn_id)
+    except AirflowNotFoundException:
+        raise ConnectionNotFoundError(conn_id) from None
+    finally:
+        for logger in loggers:
+            logger.removeFilter(noise)
 
 
 def _mask(secret: str | None) -> None:
@@ -260,18 +300,20 @@ class OpenBankingHook(BaseHook):
 
     @cached_property
     def config(self) -> OpenBankingConfig:
-        """The parsed connection; raises :class:`ConnectionConfigError` naming a bad field.
+        """The parsed connection; raises :class:`ConnectionConfigError` naming a bad field, or
+        :class:`ConnectionNotFoundError` (one sentence: how to create it) for an unknown id. Both
+        fail a task at its first try.
 
         The connection is looked up wherever Airflow keeps it (in a task through the Task SDK;
         elsewhere, e.g. the CLI, through secrets backends, ``AIRFLOW_CONN_*`` and the metadata DB).
         """
-        conn = get_connection(self.openbanking_conn_id)
+        conn = _read_connection(get_connection, self.openbanking_conn_id)
         if conn.conn_type and conn.conn_type != CONN_TYPE:
             raise ConnectionConfigError(
                 self.openbanking_conn_id, "conn_type", f"is {conn.conn_type!r}; expected {CONN_TYPE!r}"
             )
         cfg = parse_connection(conn)
-        self._remember_secret(cfg.client_secret, connection_level=True)
+        self._remember_secret(cfg.client_secret, connection_level=True, field="password")
         self._remember_secret(cfg.refresh_token)
         return cfg
 
@@ -349,16 +391,30 @@ class OpenBankingHook(BaseHook):
 
     # -- secrets ---------------------------------------------------------------------------------
 
-    def _remember_secret(self, secret: str | None, *, connection_level: bool = False) -> None:
+    def _remember_secret(
+        self, secret: str | None, *, connection_level: bool = False, field: str | None = None
+    ) -> None:
         """Keep ``secret`` out of logs and messages. Customer tokens go to the process-wide
         :data:`~airflow_provider_openbanking.consents.masking.REDACTOR` (O(1) per token);
-        connection-level secrets (one per connection) to Airflow's masker as well."""
+        connection-level secrets (one per connection) to Airflow's masker as well.
+
+        Only secrets come here (never ids such as ``provider_id``). A connection-level secret too
+        short for Airflow's masker is still redacted by the hook, and a warning names its ``field``.
+        """
         if not secret:
             return
         masking.REDACTOR.add(secret)
         if connection_level and secret not in self._secrets:
             self._secrets.add(secret)
-            _mask(secret)
+            if len(secret) >= _MIN_MASKED_LENGTH:
+                _mask(secret)
+            elif field:
+                log.warning(
+                    "Connection %r: %s is shorter than %d characters, too short for Airflow to mask in logs",
+                    self.openbanking_conn_id,
+                    field,
+                    _MIN_MASKED_LENGTH,
+                )
             masking.install()
 
     def redact(self, text: str) -> str:
@@ -962,7 +1018,22 @@ class OpenBankingHook(BaseHook):
         return True
 
     def test_connection(self) -> tuple[bool, str]:
-        """The UI's Test button: client credentials, then (if there is one) the customer consent."""
+        """The UI's Test button: client credentials, then (if there is one) the customer consent.
+
+        Airflow (``[core] test_connection = Enabled``) tests a copy of the form's connection under a
+        random transient id, whose token store is empty: the consent judged is the one of the
+        connection being tested (the request's ``connection_id``), with the form's fields.
+        """
+        tested = _tested_connection_id(self.openbanking_conn_id)
+        if tested is not None and tested != self.openbanking_conn_id:
+            import dataclasses
+
+            try:
+                cfg = dataclasses.replace(self.config, conn_id=tested)
+            except (OpenBankingError, requests.RequestException) as exc:
+                return False, self.redact(str(exc))
+            self.openbanking_conn_id = tested
+            self.__dict__["config"] = cfg
         try:
             providers = self.get_providers()
             message = f"Client credentials OK ({len(providers)} data provider(s))"
@@ -1233,6 +1304,26 @@ class OpenBankingHook(BaseHook):
                 "/accounts/{accountId} (FDX 5.3 keeps holdings there)",
                 fetched,
             )
+
+
+def _tested_connection_id(conn_id: str) -> str | None:
+    """The id of the connection the UI's Test button tests, when ``conn_id`` is Airflow's transient
+    copy of it (the API route's local ``transient_conn_id``); else None.
+
+    Airflow passes no other trace of the real id to the hook, so the calling frames are read, and
+    only a frame whose ``transient_conn_id`` equals ``conn_id`` counts.
+    """
+    import sys
+
+    frame = sys._getframe(1)
+    for _ in range(30):
+        frame = frame.f_back  # type: ignore[assignment]
+        if frame is None:
+            return None
+        if frame.f_locals.get("transient_conn_id") == conn_id:
+            real = getattr(frame.f_locals.get("test_body"), "connection_id", None)
+            return str(real) if real else None
+    return None
 
 
 def pkce_pair() -> tuple[str, str]:

@@ -36,8 +36,8 @@ from airflow_provider_openbanking.landing import (
     AtomicWriter,
     JsonLinesWriter,
     Layout,
+    check_destination_writable,
     lineage_dataset,
-    to_storage_path,
 )
 from airflow_provider_openbanking.pagination import PageStats
 
@@ -209,7 +209,8 @@ class _OpenBankingBaseOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         start, end = self.resolve_interval(context)
-        destination = to_storage_path(self.destination)
+        # Before any API call: a destination that cannot be written fails the task once, at once.
+        destination = check_destination_writable(self.destination)
         layout = Layout(destination, self.dataset, self.openbanking_conn_id, start, end)
         outcome = _Outcome()
         self._landed_paths, self._landed_files = outcome.paths, outcome.files

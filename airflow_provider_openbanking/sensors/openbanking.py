@@ -95,12 +95,12 @@ class OpenBankingTokenSensor(BaseSensorOperator):
 
         try:
             return check_access_token(self.openbanking_conn_id, self.min_ttl)
+        except ConnectionConfigError as exc:  # the hook's unknown-connection sentence included
+            raise AirflowFailException(str(exc)) from None
         except AirflowNotFoundException as exc:
             raise AirflowFailException(
                 f"Connection {self.openbanking_conn_id!r} does not exist: create it (see README) -- {exc}"
             ) from None
-        except ConnectionConfigError as exc:
-            raise AirflowFailException(str(exc)) from None
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         check = self._check()
