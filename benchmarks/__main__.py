@@ -50,6 +50,16 @@ WHY_NOT_MET = {
         "`requests` lazily in the operators and the sensor (at execute time) would remove most of the "
         "import share; ≤ 1.2x an empty DAG is out of reach for any DAG with tasks."
     ),
+    "C1.": (
+        "**Consents, Variable store.** Variables have no conditional write, so the refresh lease is "
+        "write-settle-verify: under load two processes can both take it, and a consent gets a second "
+        "refresh grant. The SQL store's compare-and-swap is atomic (exactly one grant per consent)."
+    ),
+    "C2.": (
+        "**Consent store cost.** A batch read is one pass (memory) or one query per 500 ids (metadata "
+        "DB); decoding (and for Variables decrypting) larger batches still costs a little more per "
+        "consent, staying under 0.5 ms per consent at 10,000. Use the SQL store for thousands."
+    ),
 }
 
 OPTIMISATIONS = """\

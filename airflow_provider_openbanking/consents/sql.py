@@ -86,7 +86,7 @@ def make_table(metadata: MetaData, name: str = TABLE) -> Table:
     )
 
 
-_ENGINES: dict[str, Engine] = {}
+_ENGINES: dict[tuple[str, str], Engine] = {}
 _ENGINES_LOCK = threading.Lock()
 
 
@@ -94,16 +94,18 @@ def engine_for(conn_id: str) -> Engine:
     """One SQLAlchemy engine per process and connection, from the connection's ``DbApiHook``."""
     from airflow_provider_openbanking.consents._airflow import get_connection
 
+    conn = get_connection(conn_id)
+    key = (conn_id, str(conn.get_uri()))  # a connection that changed gets a new engine
     with _ENGINES_LOCK:
-        engine = _ENGINES.get(conn_id)
+        engine = _ENGINES.get(key)
         if engine is None:
-            hook = get_connection(conn_id).get_hook()
+            hook = conn.get_hook()
             if not hasattr(hook, "get_sqlalchemy_engine"):
                 raise ConsentStoreError(
                     f"consent_store_conn_id {conn_id!r} is not a SQL connection (its hook "
                     f"{type(hook).__name__} has no get_sqlalchemy_engine)"
                 )
-            engine = _ENGINES[conn_id] = hook.get_sqlalchemy_engine()
+            engine = _ENGINES[key] = hook.get_sqlalchemy_engine()
         return engine
 
 
