@@ -27,6 +27,10 @@ class E2EError(RuntimeError):
     pass
 
 
+class ProcessDied(E2EError):
+    """A service exited: waiting longer cannot help."""
+
+
 class E2EInterrupted(BaseException):
     """The time budget ran out, or SIGTERM/SIGINT/SIGHUP: a BaseException, so that no
     ``except Exception`` swallows it on the way to the ``finally`` that stops every service."""
@@ -49,6 +53,8 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: floa
             result = check()
             if result:
                 return result
+        except ProcessDied:
+            raise
         except (requests.RequestException, E2EError) as exc:
             last_error = exc
         if time.monotonic() >= deadline:
@@ -88,7 +94,7 @@ class Processes:
             code = proc.poll()
             if code is not None:
                 tail = "\n".join(self.logs[name].read_text(errors="replace").splitlines()[-30:])
-                raise E2EError(f"`airflow {name}` exited with code {code}:\n{tail}")
+                raise ProcessDied(f"`airflow {name}` exited with code {code}:\n{tail}")
 
     @property
     def group_ids(self) -> set[int]:

@@ -222,6 +222,9 @@ class Deployment:
                 "AIRFLOW__CELERY__BROKER_URL": self.broker_url,
                 "AIRFLOW__CELERY__RESULT_BACKEND": self.result_backend,
                 "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
+                # Redis redelivers a task not acknowledged within this time: above the longest
+                # task (the example DAG's runs time out after 6 h).
+                "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "21600",
                 "AIRFLOW__API_AUTH__JWT_SECRET": self.jwt_secret,
                 "AIRFLOW__API__HOST": "127.0.0.1",
                 "AIRFLOW__API__PORT": str(self.ports["api"]),
@@ -421,7 +424,11 @@ def defer_exit_processed(log: Path, deferred: dict[str, Any]) -> bool:
 
 
 def check_triggerer(
-    checks: Checks, api: Api, deferred: dict[str, Any], tis_by_run: dict[str, list[dict[str, Any]]]
+    checks: Checks,
+    api: Api,
+    dep: Deployment,
+    deferred: dict[str, Any],
+    tis_by_run: dict[str, list[dict[str, Any]]],
 ) -> None:
     """A consent sensor went through ``deferred``, its trigger ran in the triggerer and fired
     success, and the sensor then finished on a worker; its log, uploaded by the worker, is read
@@ -438,19 +445,22 @@ def check_triggerer(
         ),
         None,
     )
-    # The triggerer (scheduler host) writes what a trigger logs to attempt=N.log.trigger.<id>.log.
-    ti_dir = (
-        HOME
-        / "logs"
-        / f"dag_id={MAIN_DAG}"
-        / f"run_id={deferred['dag_run_id']}"
-        / f"task_id={deferred['task_id']}"
-        / f"map_index={deferred['map_index']}"
+    # What the trigger logged: the triggerer writes attempt=N.log.trigger.<id>.log and uploads it
+    # to the remote log folder (its local copy is then empty).
+    prefix = (
+        f"airflow-logs/dag_id={MAIN_DAG}/run_id={deferred['dag_run_id']}/task_id={deferred['task_id']}"
+        f"/map_index={deferred['map_index']}/"
     )
-    trigger_logs = sorted(ti_dir.glob("attempt=*.log.trigger.*.log")) if ti_dir.exists() else []
+    s3 = dep.s3()
+    trigger_logs = [
+        obj["Key"]
+        for obj in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
+        if ".log.trigger." in obj["Key"]
+    ]
     events = []
-    for path in trigger_logs:
-        for line in path.read_text(errors="replace").splitlines():
+    for key in trigger_logs:
+        body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode(errors="replace")
+        for line in body.splitlines():
             with contextlib.suppress(ValueError):
                 record = json.loads(line)
                 if record.get("event") == "Trigger fired event":
@@ -469,7 +479,7 @@ def check_triggerer(
         ti is not None and ti["state"] == "success" and fired_success and deferred_in_task_log and from_s3,
         f"{deferred['task_id']}[{deferred['map_index']}] of {deferred['dag_run_id']} was seen deferred "
         f"(its log, read from S3: {from_s3}, says so: {deferred_in_task_log}), its trigger log "
-        f"{[p.name for p in trigger_logs]} shows {events[:1] or 'no event'}, then the task "
+        f"{[k.rsplit('/', 1)[-1] for k in trigger_logs]} on S3 shows {events[:1] or 'no event'}, then the task "
         f"{ti['state'] if ti else 'is missing'}",
     )
 
@@ -570,7 +580,9 @@ def check_landing(checks: Checks, dep: Deployment, conn_ids: list[str]) -> dict[
     return {"jsonl": len(jsonl), "partial": len(partial)}
 
 
-def check_shape(checks: Checks, dep: Deployment, per_worker: dict[str, list[str]]) -> dict[str, Any]:
+def check_shape(
+    checks: Checks, dep: Deployment, per_worker: dict[str, list[str]], scheduler_log: Path
+) -> dict[str, Any]:
     """The shape as Airflow recorded it: the scheduler's executor, the task instances' Celery
     task ids, the metadata and warehouse servers; and where the tasks ran."""
     shape: dict[str, Any] = {}
@@ -595,7 +607,7 @@ def check_shape(checks: Checks, dep: Deployment, per_worker: dict[str, list[str]
     checks.add(
         "deployment shape as Airflow recorded it",
         any(EXECUTOR in str(e) for e in shape["scheduler_executor"]) and n > 0 and celery_ids == n,
-        f"scheduler executor {shape['scheduler_executor']}; {celery_ids}/{n} task instances carry a "
+        f"the scheduler loaded {shape['scheduler_executor']}; {celery_ids}/{n} task instances carry a "
         f"Celery task id (queue {queues}); metadata DB {shape['metadata_server']}; warehouse "
         f"database {shape['warehouse_server']!r} on the same server",
     )
@@ -925,7 +937,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         windows = run_windows(runs, list(CONSENTS))
         check_warehouse(checks, dep.warehouse_url, windows, banks, accounts)
-        check_triggerer(checks, api, deferred, tis_by_run)
+        check_triggerer(checks, api, dep, deferred, tis_by_run)
         counters = {"bank": bank.counters(), "gateway": gateway.counters()}
         summary["sandbox_counters"] = counters
         invalid = {k: c.get("invalid_grant") for k, c in counters.items()}
@@ -946,7 +958,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         summary["landing"] = check_landing(checks, dep, list(customers))
         per_worker = worker_task_logs(dep)
-        summary["shape_recorded"] = check_shape(checks, dep, per_worker)
+        summary["shape_recorded"] = check_shape(checks, dep, per_worker, logs / "scheduler.log")
         check_no_local_writes(checks, dep, logs)
         summary["listening"] = check_listening(checks, dep, procs)
         phase("checks")
