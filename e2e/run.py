@@ -588,10 +588,11 @@ def check_shape(
     shape: dict[str, Any] = {}
     try:
         shape["scheduler_executor"] = sorted(
-            r[0]
-            for r in sql_rows(
-                dep.metadata_url, "SELECT DISTINCT executor_class FROM job WHERE job_type = 'SchedulerJob'"
-            )
+            {
+                line.split("Loaded executor:", 1)[1].split("[", 1)[0].strip()
+                for line in scheduler_log.read_text(errors="replace").splitlines()
+                if "Loaded executor:" in line
+            }
         )
         n, celery_ids, queues = sql_rows(
             dep.metadata_url,
