@@ -1,6 +1,7 @@
 """``airflow-openbanking``: get, check and drop a customer's consent without copy-pasting tokens.
 
-Subcommands (all take ``--conn-id``, default ``openbanking_default``):
+Subcommands (all take ``--conn-id``, default ``openbanking_default``; ``authorize``, ``status`` and
+``revoke`` take ``--consent-id``, default ``default``: the connection's own consent):
 
 - ``authorize`` builds the ``/authorize`` URL from the connection (fresh ``state`` and
   ``correlation_id``, PKCE S256 when asked), prints it and opens a browser where there is one,
@@ -10,6 +11,13 @@ Subcommands (all take ``--conn-id``, default ``openbanking_default``):
 - ``status`` reports whether the consent is usable (see :mod:`airflow_provider_openbanking.consent`).
 - ``revoke`` revokes the consent at the server and forgets the stored token.
 - ``providers`` lists the data providers the client is registered with (to pick ``provider_id``).
+- ``consents import FILE`` stores many consents at once (JSON Lines or CSV: ``consent_id``,
+  ``refresh_token``, optional ``provider_id``, ``scopes``); the whole file is validated first.
+- ``consents list`` shows every consent of the connection (state, last refresh, last success).
+- ``consents revoke --consent-id K`` revokes one consent at the bank and in the store.
+
+Connections are found wherever Airflow keeps them (secrets backends, ``AIRFLOW_CONN_*``, the
+metadata database), as ``airflow connections get`` finds them.
 
 Exit codes: 0 success; 1 failure (one line on stderr, no traceback unless ``--debug``); 2 bad
 usage; 3 ``status`` found no usable consent (the customer must authorize); 130 interrupted.
@@ -39,7 +47,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 from airflow_provider_openbanking import __version__
 
 if TYPE_CHECKING:
-    from airflow_provider_openbanking.consent import ConsentStatus
+    from airflow_provider_openbanking.consents.health import ConsentStatus
     from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
 
 PROG = "airflow-openbanking"
@@ -242,36 +250,51 @@ def read_pasted_url(console: _Console) -> str:
 # -- helpers ---------------------------------------------------------------------------------------
 
 
-def _hook(console: _Console, conn_id: str) -> OpenBankingHook:
+def _hook(console: _Console, conn_id: str, consent_id: str | None = None) -> OpenBankingHook:
     from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
 
-    hook = OpenBankingHook(conn_id)
+    try:
+        hook = OpenBankingHook(conn_id, consent_id)
+    except ValueError as exc:  # a malformed consent id
+        raise CliError(f"--consent-id: {exc}", EXIT_USAGE) from None
     console.hook = hook
     _ = hook.config  # fail now, naming the bad field
     return hook
 
 
-def _store_label(hook: OpenBankingHook) -> str:
-    from airflow_provider_openbanking.token_store import InMemoryTokenStore, VariableTokenStore
+def _label(hook: OpenBankingHook) -> str:
+    """``connection 'c'`` or ``consent 'k' of connection 'c'``."""
+    from airflow_provider_openbanking.consents import DEFAULT_CONSENT_ID
 
-    store = hook.token_store
-    if isinstance(store, VariableTokenStore):
-        return f"Airflow Variable {store.key(hook.openbanking_conn_id)!r}"
-    if isinstance(store, InMemoryTokenStore):
-        return "the in-memory token store (lost when this command ends)"
-    return f"token store {type(store).__name__}"
+    if hook.consent_id == DEFAULT_CONSENT_ID:
+        return f"connection {hook.openbanking_conn_id!r}"
+    return f"consent {hook.consent_id!r} of connection {hook.openbanking_conn_id!r}"
+
+
+def _store_label(hook: OpenBankingHook, consent_id: str | None = "") -> str:
+    return hook.consent_store.describe(
+        hook.openbanking_conn_id, hook.consent_id if consent_id == "" else consent_id
+    )
+
+
+def _store_failure(hook: OpenBankingHook, exc: Exception) -> CliError:
+    text = f"{type(exc).__name__}: {exc}"
+    if "no such table" in text or ("does not exist" in text and "variable" in text):
+        hint = "the metadata database is not initialized: run `airflow db migrate` first"
+    else:
+        hint = (
+            "run this command where Airflow's metadata database is reachable (an Airflow host "
+            "with the same AIRFLOW_HOME / AIRFLOW__DATABASE__SQL_ALCHEMY_CONN)"
+        )
+    return CliError(f"cannot use the consent store ({_store_label(hook, None)}): {text}. {hint}")
 
 
 def _check_store(hook: OpenBankingHook) -> None:
-    """Read the token store once, so an unreachable one fails before the customer approves."""
+    """Read the consent store once, so an unreachable one fails before the customer approves."""
     try:
-        hook.token_store.load(hook.openbanking_conn_id)
+        hook.consent_store.load(hook.openbanking_conn_id, hook.consent_id)
     except Exception as exc:
-        raise CliError(
-            f"cannot read the token store ({_store_label(hook)}): {type(exc).__name__}: {exc}. "
-            "Run this command where Airflow's metadata database is reachable (an Airflow host "
-            "with the same AIRFLOW_HOME / AIRFLOW__DATABASE__SQL_ALCHEMY_CONN)"
-        ) from None
+        raise _store_failure(hook, exc) from None
 
 
 def _parse_scopes_arg(value: str | None) -> tuple[str, ...] | None:
@@ -311,11 +334,11 @@ def _quiet_logs(verbose: bool) -> Iterator[None]:
 
 
 def cmd_authorize(args: argparse.Namespace, console: _Console) -> int:
+    from airflow_provider_openbanking.consents import InMemoryConsentStore
     from airflow_provider_openbanking.exceptions import ConnectionConfigError, OpenBankingError
     from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook, clear_token_cache, pkce_pair
-    from airflow_provider_openbanking.token_store import InMemoryTokenStore
 
-    hook = _hook(console, args.conn_id)
+    hook = _hook(console, args.conn_id, args.consent_id)
     cfg = hook.config
     redirect_uri = args.redirect_uri or cfg.redirect_uri
     if not redirect_uri:
@@ -333,11 +356,12 @@ def cmd_authorize(args: argparse.Namespace, console: _Console) -> int:
         raise CliError("--timeout must be positive", EXIT_USAGE)
 
     # Pre-flight: everything that can fail without the customer fails before they click.
-    if isinstance(hook.token_store, InMemoryTokenStore) and not args.show_token:
+    memory = isinstance(hook.consent_store, InMemoryConsentStore)
+    if memory and not args.show_token:
         raise CliError(
-            f"connection {cfg.conn_id!r} uses token_store 'memory': the consent would not outlive this "
-            "command. Use the default 'variable' store, or pass --show-token and put the printed "
-            "refresh token into the connection's refresh_token extra"
+            f"connection {cfg.conn_id!r} uses consent_store 'memory': the consent would not outlive this "
+            "command. Use the default 'variable' store (or 'sql'), or pass --show-token and put the "
+            "printed refresh token into the connection's refresh_token extra"
         )
     _check_store(hook)
     try:
@@ -371,7 +395,7 @@ def cmd_authorize(args: argparse.Namespace, console: _Console) -> int:
             correlation_id=correlation_id,
             code_challenge=challenge,
         )
-        console.say(f"Authorizing connection {cfg.conn_id!r} (scopes: {' '.join(scopes)}).")
+        console.say(f"Authorizing {_label(hook)} (scopes: {' '.join(scopes)}).")
         console.say("Open this URL in a browser, sign in to the bank and approve access:")
         console.say()
         console.say(f"  {url}")
@@ -404,7 +428,7 @@ def cmd_authorize(args: argparse.Namespace, console: _Console) -> int:
         raise CliError("the token response carries no refresh_token: nothing to store for the next runs")
     console.secrets_seen.add(str(refresh_token))
     granted = str(tokens.get("scope") or "")
-    console.say(f"Consent stored for connection {cfg.conn_id!r} in {_store_label(hook)}.")
+    console.say(f"Consent stored for {_label(hook)} in {_store_label(hook)}.")
     if granted:
         console.say(f"Granted scopes: {granted}")
         missing = [s for s in scopes if s not in granted.split()]
@@ -414,8 +438,7 @@ def cmd_authorize(args: argparse.Namespace, console: _Console) -> int:
     # Prove it the way the next task run will: a new hook, no cached access token, the stored consent.
     clear_token_cache()
     fresh = OpenBankingHook(
-        cfg.conn_id,
-        token_store=hook.token_store if isinstance(hook.token_store, InMemoryTokenStore) else None,
+        cfg.conn_id, hook.consent_id, consent_store=hook.consent_store if memory else None
     )
     console.hook = fresh
     try:
@@ -432,9 +455,9 @@ def cmd_authorize(args: argparse.Namespace, console: _Console) -> int:
     except OpenBankingError as exc:
         raise CliError(f"the consent was stored, but using it failed: {exc}") from None
     console.say(f"Verified: a fresh hook read the stored consent, refreshed it and {proof}.")
-    if cfg.refresh_token:
+    if cfg.refresh_token and hook.consent_id == "default":
         console.say(
-            "Note: the connection still holds an older refresh_token extra; the token store takes "
+            "Note: the connection still holds an older refresh_token extra; the consent store takes "
             "precedence until a different token is put into the connection."
         )
     if args.show_token:
@@ -443,12 +466,15 @@ def cmd_authorize(args: argparse.Namespace, console: _Console) -> int:
     return EXIT_OK
 
 
+#: States in which the consent is dead: its idle clock means nothing any more.
+_DEAD = ("no_consent", "revoked", "refresh_rejected", "lapsed")
+
+
 def _format_status(status: ConsentStatus) -> list[str]:
-    lines = [
-        f"Connection:     {status.conn_id}",
-        f"State:          {status.state}",
-        f"Message:        {status.message}",
-    ]
+    lines = [f"Connection:     {status.conn_id}"]
+    if status.consent_id != "default":
+        lines.append(f"Consent:        {status.consent_id}")
+    lines += [f"State:          {status.state}", f"Message:        {status.message}"]
     if status.access_token_ttl is not None:
         lines.append(f"Access token:   valid for {status.access_token_ttl:.0f}s")
     if status.scopes is not None:
@@ -459,16 +485,19 @@ def _format_status(status: ConsentStatus) -> list[str]:
         lines.append(f"Missing scopes: {' '.join(status.missing_scopes)}")
     if status.last_refresh_at is not None:
         lines.append(f"Last refresh:   {status.last_refresh_at}")
-    if status.days_until_idle_lapse is not None:
+    if status.days_until_idle_lapse is not None and status.state not in ("error", *_DEAD):
         lines.append(f"Idle lapse:     in {status.days_until_idle_lapse:g} day(s) without use (30-day rule)")
     return lines
 
 
 def cmd_status(args: argparse.Namespace, console: _Console) -> int:
-    from airflow_provider_openbanking.consent import consent_status
+    from airflow_provider_openbanking.consents.health import consent_status
     from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
 
-    hook = OpenBankingHook(args.conn_id)
+    try:
+        hook = OpenBankingHook(args.conn_id, args.consent_id)
+    except ValueError as exc:
+        raise CliError(f"--consent-id: {exc}", EXIT_USAGE) from None
     console.hook = hook
     status = consent_status(hook, check_scopes=args.check_scopes)
     if args.json:
@@ -491,28 +520,35 @@ def _confirm(console: _Console, question: str) -> bool:
 def cmd_revoke(args: argparse.Namespace, console: _Console) -> int:
     from airflow_provider_openbanking.exceptions import ConsentRequiredError
 
-    hook = _hook(console, args.conn_id)
-    conn_id = hook.config.conn_id
+    hook = _hook(console, args.conn_id, args.consent_id)
     _check_store(hook)
     if not args.yes and not _confirm(
-        console, f"Revoke the customer's consent of connection {conn_id!r}? They must authorize again."
+        console, f"Revoke the customer's consent ({_label(hook)})? They must authorize again."
     ):
         console.say("Not revoked.")
         return EXIT_OK
     try:
         hook.revoke()
     except ConsentRequiredError as exc:
-        if exc.status is None:  # no refresh token anywhere
-            console.say(f"Nothing to revoke: connection {conn_id!r} has no consent.")
+        stored = hook.stored_consent()
+        if exc.status is None and stored is not None and stored.state == "revoked":
+            console.say(
+                f"The consent was already revoked or lapsed ({stored.updated_at}): nothing to revoke."
+            )
             return EXIT_OK
-        hook.token_store.delete(conn_id)
+        if exc.status is None:  # no refresh token anywhere
+            console.say(f"Nothing to revoke: {_label(hook)} has no consent.")
+            return EXIT_OK
+        hook.forget_consent()
         console.say(
             "The server no longer accepts this consent (already revoked or lapsed); "
-            f"removed it from {_store_label(hook)}."
+            f"marked it revoked in {_store_label(hook)}."
         )
     else:
-        console.say(f"Consent revoked at the server and removed from {_store_label(hook)}.")
-    if hook.config.refresh_token:
+        console.say(
+            f"Consent revoked at the server and marked revoked (tokens wiped) in {_store_label(hook)}."
+        )
+    if hook.config.refresh_token and hook.consent_id == "default":
         console.say(
             "Note: the connection itself still holds a refresh_token extra, which is now useless: "
             "remove it, or run `authorize` to replace the consent."
@@ -542,6 +578,120 @@ def cmd_providers(args: argparse.Namespace, console: _Console) -> int:
     return EXIT_OK
 
 
+# -- consents: many customers per connection -------------------------------------------------------
+
+
+def cmd_consents_import(args: argparse.Namespace, console: _Console) -> int:
+    from airflow_provider_openbanking.consents.onboarding import (
+        ImportFileError,
+        read_import_file,
+        records_for_import,
+    )
+
+    try:  # 1. the whole file, before anything is looked up or written
+        rows = read_import_file(args.file, args.format)
+    except ImportFileError as exc:
+        raise CliError(f"nothing imported: {exc}") from None
+    for row in rows:
+        console.secrets_seen.add(row.refresh_token)
+    hook = _hook(console, args.conn_id)
+    cfg = hook.config
+    store = hook.consent_store
+    try:
+        existing = store.load_many(cfg.conn_id, [r.consent_id for r in rows])
+    except Exception as exc:
+        raise _store_failure(hook, exc) from None
+    records = records_for_import(
+        cfg.conn_id,
+        rows,
+        existing,
+        connection_refresh_token=cfg.refresh_token,
+        default_provider_id=cfg.provider_id,
+    )
+    replaced = sum(1 for r in rows if r.consent_id in existing)
+    if args.dry_run:
+        console.say(
+            f"{args.file}: {len(rows)} consent(s) valid ({len(rows) - replaced} new, {replaced} would be "
+            "replaced); nothing written (--dry-run)."
+        )
+        return EXIT_OK
+    try:  # 2. all or nothing
+        store.save_many(records)
+    except Exception as exc:
+        raise _store_failure(hook, exc) from None
+    console.say(
+        f"Imported {len(rows)} consent(s) into {_store_label(hook, None)} for connection {cfg.conn_id!r}: "
+        f"{len(rows) - replaced} new, {replaced} replaced."
+    )
+    if not store.encrypted:
+        console.warn(
+            "no Fernet key is configured ([core] fernet_key): these refresh tokens are stored unencrypted"
+        )
+    return EXIT_OK
+
+
+def _consent_rows(hook: OpenBankingHook) -> list[dict[str, Any]]:
+    """One public (token-free) dict per consent of the connection."""
+    cfg = hook.config
+    ids = hook.consent_ids()
+    try:
+        records = hook.consent_store.load_many(cfg.conn_id, ids)
+    except Exception as exc:
+        raise _store_failure(hook, exc) from None
+    rows = []
+    for consent_id in ids:
+        record = records.get(consent_id)
+        if consent_id == "default":
+            record = hook.for_consent("default")._chain(record)
+        if record is None:  # the default consent, known only from the connection's extra
+            rows.append(
+                {
+                    "conn_id": cfg.conn_id,
+                    "consent_id": consent_id,
+                    "state": "active",
+                    "source": "connection",
+                    "has_refresh_token": True,
+                    "last_refresh_at": None,
+                    "last_success_at": None,
+                    "last_error": None,
+                }
+            )
+            continue
+        rows.append({**record.public(), "source": "store"})
+    return rows
+
+
+def cmd_consents_list(args: argparse.Namespace, console: _Console) -> int:
+    hook = _hook(console, args.conn_id)
+    rows = _consent_rows(hook)
+    if args.json:
+        console.say(json.dumps(rows, indent=2))
+        return EXIT_OK
+    if not rows:
+        console.say(
+            f"Connection {hook.config.conn_id!r} has no consent: `{PROG} consents import --conn-id "
+            f"{hook.config.conn_id} FILE` or `{PROG} authorize`."
+        )
+        return EXIT_OK
+    cols = ("consent_id", "state", "last_refresh_at", "last_success_at", "last_error")
+    table = [[str(r.get(c) or "-") for c in cols] for r in rows]
+    widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
+    console.say("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip())
+    for t in table:
+        console.say("  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)).rstrip())
+    states: dict[str, int] = {}
+    for r in rows:
+        states[str(r["state"])] = states.get(str(r["state"]), 0) + 1
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+    console.say(f"{len(rows)} consent(s) of connection {hook.config.conn_id!r}: {summary}")
+    return EXIT_OK
+
+
+def cmd_consents_revoke(args: argparse.Namespace, console: _Console) -> int:
+    args.yes = True  # the consent is named explicitly: made for scripts, no prompt
+    return cmd_revoke(args, console)
+
+
 # -- parser and entry point ------------------------------------------------------------------------
 
 
@@ -554,6 +704,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument("--verbose", "-v", action="store_true", help="show the provider's INFO logs")
     common.add_argument("--debug", action="store_true", help="show a traceback on unexpected errors")
+    consent = argparse.ArgumentParser(add_help=False)
+    consent.add_argument(
+        "--consent-id",
+        default="default",
+        help="which consent of the connection (default: 'default', the connection's own)",
+    )
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -565,7 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     auth = sub.add_parser(
         "authorize",
-        parents=[common],
+        parents=[common, consent],
         help="get the customer's consent in a browser and store it for the DAGs",
         description="Send the customer through /authorize, catch the redirect, exchange the code "
         "and store the refresh token where the hook reads it on the next run.",
@@ -601,7 +757,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     stat = sub.add_parser(
         "status",
-        parents=[common],
+        parents=[common, consent],
         help="is there a usable consent? token lifetime, scopes, idle lapse",
         description="Check the consent as a task would (refresh grant, one data call). Note: a refresh "
         "counts as a use, so this restarts Flinks' 30-day idle clock. Exit code 3 when the customer "
@@ -617,7 +773,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rev = sub.add_parser(
         "revoke",
-        parents=[common],
+        parents=[common, consent],
         help="revoke the consent at the server and forget the stored token",
     )
     rev.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
@@ -630,6 +786,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prov.add_argument("--json", action="store_true", help="print the providers as JSON")
     prov.set_defaults(func=cmd_providers)
+
+    cons = sub.add_parser(
+        "consents",
+        help="many consents per connection: import, list, revoke",
+        description="Manage the consents of one connection (one Data Recipient client, many customers).",
+    )
+    csub = cons.add_subparsers(dest="consents_command", required=True, metavar="ACTION")
+    imp = csub.add_parser(
+        "import",
+        parents=[common],
+        help="store consents from a JSON Lines or CSV file (validated first; all or nothing)",
+        description="Columns: consent_id, refresh_token (required), provider_id, scopes. The whole file "
+        "is validated before anything is written; a bad line aborts with its number. Re-importing a "
+        "consent replaces its token. No token is ever printed.",
+    )
+    imp.add_argument("file", help="path of the .jsonl or .csv file")
+    imp.add_argument("--format", choices=("jsonl", "csv"), help="default: from the file name or its content")
+    imp.add_argument("--dry-run", action="store_true", help="validate only, write nothing")
+    imp.set_defaults(func=cmd_consents_import)
+    lst = csub.add_parser(
+        "list",
+        parents=[common],
+        help="every consent of the connection: state, last refresh, last success (never a token)",
+    )
+    lst.add_argument("--json", action="store_true", help="print the consents as JSON")
+    lst.set_defaults(func=cmd_consents_list)
+    crev = csub.add_parser(
+        "revoke",
+        parents=[common],
+        help="revoke one consent at the bank and in the store",
+    )
+    crev.add_argument("--consent-id", required=True, help="the consent to revoke")
+    crev.set_defaults(func=cmd_consents_revoke)
     return parser
 
 
@@ -666,7 +855,10 @@ def main(
         except OpenBankingError as exc:
             console.fail(str(exc))
             return EXIT_FAILURE
-        except AirflowNotFoundException:
+        except AirflowNotFoundException as exc:
+            if args.conn_id not in str(exc):  # another connection (the SQL store's, a key's)
+                console.fail(str(exc))
+                return EXIT_FAILURE
             console.fail(
                 f"connection {args.conn_id!r} is not defined: create it (conn type 'openbanking') in the "
                 f"UI, with `airflow connections add`, or as AIRFLOW_CONN_{args.conn_id.upper()}"

@@ -46,6 +46,17 @@ class OpenBankingConfig:
     """Seconds to wait for another worker's rotated refresh token before declaring it dead."""
     max_response_bytes: int = 64 * 2**20
     """Largest JSON response body accepted (an oversized page is refused with a clear error)."""
+    max_requests_per_second: float | None = None
+    """Client-side rate limit, shared by every thread of the process that uses this client."""
+    consent_store_conn_id: str | None = None
+    """A common-sql connection holding the consent table (implies ``consent_store: sql``)."""
+    consent_store_fernet_conn_id: str | None = None
+    """A connection whose password is the Fernet key of the SQL consent store (default: ``[core] fernet_key``)."""
+
+    @property
+    def consent_store(self) -> str:
+        """Which consent store: ``variable``, ``sql``, ``memory`` or a dotted class path."""
+        return self.token_store
 
     def __repr__(self) -> str:
         return f"OpenBankingConfig(conn_id={self.conn_id!r}, base_url={self.base_url!r}, client_id={self.client_id!r})"
@@ -94,6 +105,23 @@ def _as_path(conn_id: str, field: str, value: Any, default: str) -> str:
     if not isinstance(value, str) or not value.startswith("/"):
         raise ConnectionConfigError(conn_id, field, f"must be a path starting with '/', got {value!r}")
     return value.rstrip("/") or "/"
+
+
+def _optional_str(conn_id: str, field: str, extras: dict[str, Any]) -> str | None:
+    value = _extra(extras, field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConnectionConfigError(conn_id, field, "must be a connection id (a string)")
+    return value.strip()
+
+
+def _store_kind(extras: dict[str, Any]) -> str:
+    """``consent_store`` (``token_store`` is the 0.x name); ``sql`` when only the SQL conn is given."""
+    kind = _extra(extras, "consent_store") or _extra(extras, "token_store")
+    if kind is None:
+        return "sql" if _extra(extras, "consent_store_conn_id") else "variable"
+    return str(kind).strip()
 
 
 def parse_connection(conn: Any) -> OpenBankingConfig:
@@ -178,6 +206,7 @@ def parse_connection(conn: Any) -> OpenBankingConfig:
         raise ConnectionConfigError(conn_id, "token_request_format", f"must be 'json' or 'form', got {fmt!r}")
 
     provider_id = _extra(extras, "provider_id")
+    rate = _extra(extras, "max_requests_per_second")
     return OpenBankingConfig(
         conn_id=conn_id,
         base_url=base_url,
@@ -193,7 +222,7 @@ def parse_connection(conn: Any) -> OpenBankingConfig:
         page_size=page_size,
         verify=verify,
         token_request_format=fmt,
-        token_store=str(_extra(extras, "token_store") or "variable"),
+        token_store=_store_kind(extras),
         max_attempts=int(
             _as_number(conn_id, "max_attempts", _extra(extras, "max_attempts"), 6, integer=True)
         ),
@@ -205,11 +234,16 @@ def parse_connection(conn: Any) -> OpenBankingConfig:
         rotation_wait=_as_number(
             conn_id, "rotation_wait", _extra(extras, "rotation_wait"), 3.0, allow_zero=True
         ),
+        consent_store_conn_id=_optional_str(conn_id, "consent_store_conn_id", extras),
+        consent_store_fernet_conn_id=_optional_str(conn_id, "consent_store_fernet_conn_id", extras),
         max_response_bytes=int(
             _as_number(
                 conn_id, "max_response_bytes", _extra(extras, "max_response_bytes"), 64 * 2**20, integer=True
             )
         ),
+        max_requests_per_second=None
+        if rate is None
+        else _as_number(conn_id, "max_requests_per_second", rate, 0.0),
     )
 
 

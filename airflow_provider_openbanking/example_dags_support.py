@@ -15,6 +15,7 @@ from typing import Any
 
 from airflow.sdk import Asset
 
+from airflow_provider_openbanking.batch import DEFAULT_CONSENT_ID
 from airflow_provider_openbanking.warehouse import (
     DEFAULT_WAREHOUSE_CONN_ID,
     TRANSACTIONS_TABLE,
@@ -27,8 +28,15 @@ log = logging.getLogger(__name__)
 #: The Airflow pool every task that calls the Open Banking API runs in: its slots bound the
 #: number of concurrent API callers (size it to the provider's rate limit).
 POOL = "openbanking_api"
-#: Variable holding the default list of ``openbanking`` connection ids (a JSON list), one per consent.
+#: Variable holding the default list of ``openbanking`` connection ids (a JSON list); each
+#: connection is one API client with any number of consents.
 CONN_IDS_VARIABLE = "openbanking_conn_ids"
+#: Consents per shard when a DAG run does not say (param ``consents_per_shard``): a shard is one
+#: task instance per dataset, so a few hundred keeps both the number of task instances and the
+#: work lost by one failed try small (see docs/operators.md, "Sizing").
+DEFAULT_CONSENTS_PER_SHARD = 250
+#: Threads per shard task (``max_workers``): with the pool's slots, the concurrency against the API.
+SHARD_WORKERS = 8
 DEFAULT_CONN_IDS: tuple[str, ...] = ("openbanking_default",)
 WAREHOUSE_CONN_ID = DEFAULT_WAREHOUSE_CONN_ID
 SUMMARY_TABLE = "openbanking_daily_summary"
@@ -140,6 +148,227 @@ def resolve_conn_ids(param: Any = None) -> list[str]:
     return ids or list(DEFAULT_CONN_IDS)
 
 
+def shard_plan(conn_ids: Sequence[str], consents_per_shard: Any = None) -> list[dict[str, Any]]:
+    """The shards a run maps over: ``{"openbanking_conn_id", "shard_index", "shard_count"}`` each.
+
+    Each connection's consents (``OpenBankingHook.consent_ids()``) are split into
+    ``ceil(consents / consents_per_shard)`` shards by a stable hash of the consent id; the shard
+    tasks select their own consents, so no consent id travels through XCom. A connection that
+    cannot be read still gets one shard, whose tasks then fail naming the problem while the other
+    connections go on; one without any consent gets none (and a warning). A plan longer than
+    ``[core] max_map_length`` fails at once, without retries. Call it from a task only.
+    """
+    from airflow_provider_openbanking.batch import check_map_length, shard_count_for
+    from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
+
+    per_shard = int(consents_per_shard or DEFAULT_CONSENTS_PER_SHARD)
+    if per_shard < 1:
+        raise ValueError(f"consents_per_shard must be at least 1, got {consents_per_shard!r}")
+    plan: list[dict[str, Any]] = []
+    for conn_id in conn_ids:
+        hook = OpenBankingHook(conn_id)
+        try:
+            consents = len(hook.consent_ids())
+        except Exception as exc:
+            log.error("%s: cannot list its consents (%s); its shard will fail and say why", conn_id, exc)
+            consents = 1
+        finally:
+            hook.close()
+        if consents == 0:
+            log.warning(
+                "%s: no consent (no refresh_token extra, nothing in its consent store): skipped", conn_id
+            )
+            continue
+        count = shard_count_for(consents, per_shard)
+        log.info("%s: %d consent(s) in %d shard(s) of about %d", conn_id, consents, count, per_shard)
+        plan.extend(
+            {"openbanking_conn_id": conn_id, "shard_index": index, "shard_count": count}
+            for index in range(count)
+        )
+    check_map_length(
+        plan,
+        "the shard plan",
+        hint=f"Or raise the DAG param consents_per_shard (now {per_shard}) so that fewer shards cover "
+        "the same consents.",
+    )
+    return plan
+
+
+def shard_layout(
+    dataset: str,
+    conn_id: str,
+    interval_start: Any,
+    interval_end: Any,
+    destination: Any = None,
+) -> Any:
+    """The landing :class:`~airflow_provider_openbanking.landing.Layout` a shard task wrote to."""
+    from airflow_provider_openbanking.landing import Layout, to_storage_path
+    from airflow_provider_openbanking.operators.openbanking import _to_utc
+
+    return Layout(
+        to_storage_path(destination),
+        dataset,
+        conn_id,
+        _to_utc(interval_start, "interval_start"),
+        _to_utc(interval_end, "interval_end"),
+    )
+
+
+def shard_manifest(
+    dataset: str,
+    conn_id: str,
+    shard_index: int,
+    shard_count: int,
+    interval_start: Any,
+    interval_end: Any,
+    destination: Any = None,
+) -> Any:
+    """Where the shard task of ``dataset`` listed the files it landed (see the operators)."""
+    layout = shard_layout(dataset, conn_id, interval_start, interval_end, destination)
+    return layout.batch_manifest(f"shard={int(shard_index):04d}-of-{int(shard_count):04d}")
+
+
+def load_transactions_shard(
+    conn_id: str,
+    shard_index: int,
+    shard_count: int,
+    interval_start: Any,
+    interval_end: Any,
+    sql_conn_id: str = WAREHOUSE_CONN_ID,
+    table: str = TRANSACTIONS_TABLE,
+    destination: Any = None,
+) -> dict[str, Any]:
+    """Window-replace, in bulk, every account file one shard's transactions task landed.
+
+    The files are read from the shard's manifest, written by the transactions task even when some
+    consents failed -- so this step loads what landed whatever the outcome of the landing task
+    (the run still ends failed on the consents that did not). No manifest: nothing landed.
+    """
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from airflow_provider_openbanking.warehouse import Window
+
+    manifest = shard_manifest(
+        "transactions", conn_id, shard_index, shard_count, interval_start, interval_end, destination
+    )
+    warehouse = TransactionsWarehouse(sql_conn_id, table)
+    warehouse.ensure_table()  # downstream readers find the table even when nothing landed yet
+    try:
+        entries = list(iter_jsonl(manifest))
+    except FileNotFoundError:
+        log.warning("No manifest at %s: the shard's transactions task landed nothing", manifest)
+        entries = []
+    windows = (
+        Window(
+            conn_id,
+            str(entry["consent_id"]),
+            str(entry["account_id"]),
+            entry["query_start"],
+            entry["query_end"],
+            iter_jsonl(entry["path"]),
+        )
+        for entry in entries
+        if entry.get("kind", "records") == "records" and entry.get("account_id")
+    )
+    result = warehouse.replace_windows(windows)
+    if result.refused:
+        raise AirflowFailException(
+            f"{len(result.refused)} window(s) refused, their rows are unchanged ({result.windows} loaded): "
+            + "; ".join(result.refused[:20])
+        )
+    per_window = result.seconds / result.windows if result.windows else 0.0
+    return {
+        "table": table,
+        "sql_conn_id": sql_conn_id,
+        "manifest": str(manifest),
+        "windows": result.windows,
+        "inserted": result.inserted,
+        "deleted": result.deleted,
+        "db_transactions": result.transactions,
+        "seconds": round(result.seconds, 3),
+        "ms_per_window": round(per_window * 1000, 3),
+    }
+
+
+def check_shard_health(
+    conn_id: str,
+    shard_index: int,
+    shard_count: int,
+    *,
+    interval_start: Any,
+    interval_end: Any,
+    warn_within_days: float | None = None,
+    destination: Any = None,
+    max_workers: int = SHARD_WORKERS,
+    **context: Any,
+) -> dict[str, Any]:
+    """Check every consent of one shard (refresh + one cheap call per data cluster, through
+    :func:`~airflow_provider_openbanking.consents.health.check_consent`) on ``max_workers``
+    threads of the batch runner, and land the shard's health records as one JSON Lines file,
+    ``consent_health/conn_id=…/interval=…/shard=KKKK-of-NNNN.jsonl`` (a rerun replaces it).
+
+    Returns what :func:`~airflow_provider_openbanking.consents.health.summarize_health` reads:
+    ``conn_id``, ``path``, ``checked``, ``healthy`` (consent ids), ``unhealthy`` (summary lines),
+    ``warnings``, ``states`` -- bounded by the shard's size. Never fails for an unhealthy consent.
+    """
+    from airflow_provider_openbanking.batch import BatchRunner, ConsentOutcome, select_consents
+    from airflow_provider_openbanking.consents.health import (
+        IDLE_WARN_DAYS,
+        ConsentStatus,
+        check_consent,
+        consent_label,
+        health_record,
+    )
+    from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
+    from airflow_provider_openbanking.landing import write_jsonl
+
+    warn = IDLE_WARN_DAYS if warn_within_days is None else float(warn_within_days)
+    hook = OpenBankingHook(conn_id)
+    records: dict[str, dict[str, Any]] = {}
+    try:
+        try:
+            ids = select_consents(hook.consent_ids(), shard=(int(shard_index), int(shard_count)))
+        except Exception as exc:  # a bad connection or an unreachable store: one error record
+            message = hook.redact(f"{type(exc).__name__}: {exc}")
+            ids = []
+            records[DEFAULT_CONSENT_ID] = health_record(
+                ConsentStatus(conn_id=conn_id, state="error", message=message), **context
+            )
+
+        class _Health:
+            def resume(self, consent_id: str) -> ConsentOutcome | None:
+                return None
+
+            def plan(self, consent_id: str, outcome: ConsentOutcome) -> list[str | None]:
+                return [None]
+
+            def land(self, consent_id: str, unit: str | None, outcome: ConsentOutcome) -> None:
+                target = hook if consent_id == hook.consent_id else hook.for_consent(consent_id)
+                records[consent_id] = check_consent(target, warn_within_days=warn, **context)
+
+            def finish(self, outcome: ConsentOutcome) -> None:
+                return None
+
+        BatchRunner(_Health(), max_workers=max_workers, label="consent_health", logger=log).run(ids)
+    finally:
+        hook.close()
+    layout = shard_layout("consent_health", conn_id, interval_start, interval_end, destination)
+    path = layout.batch_file(f"shard={int(shard_index):04d}-of-{int(shard_count):04d}")
+    ordered = [records[c] for c in sorted(records)]
+    write_jsonl(path, ordered)
+    return {
+        "conn_id": conn_id,
+        "path": str(path),
+        "checked": len(ordered),
+        "healthy": [r["consent_id"] for r in ordered if r["healthy"]],
+        "unhealthy": [r["summary"] for r in ordered if not r["healthy"]],
+        "warnings": [
+            f"{consent_label(conn_id, r['consent_id'])}: {w}" for r in ordered for w in r["warnings"]
+        ],
+        "states": {r["consent_id"]: r["state"] for r in ordered},
+    }
+
+
 def _as_results(results: Any) -> list[Mapping[str, Any]]:
     """XCom values of upstream tasks as a list: Airflow hands a single value over as is when only
     one of several mapped task instances produced one (the others failed)."""
@@ -195,43 +424,43 @@ def load_transactions(
 ) -> dict[str, Any]:
     """Window-replace every account file the transactions tasks landed into the warehouse table.
 
-    Each (connection, account, query window) is one database transaction. Accounts whose task
+    The windows are written in bulk (see :meth:`TransactionsWarehouse.replace_windows`); each
+    window's replace is all or nothing. Accounts whose task
     failed landed nothing and keep their rows; skipped accounts (704/705) too. A file holding a
     record the table cannot take (a wrong type) leaves its window's rows unchanged; the other
     windows are loaded, then the task fails naming the refused ones (retrying cannot help).
     """
     from airflow.sdk.exceptions import AirflowFailException
 
+    from airflow_provider_openbanking.warehouse import Window
+
     warehouse = TransactionsWarehouse(sql_conn_id, table)
     warehouse.ensure_table()  # downstream readers find the table even when nothing landed yet
-    windows: list[dict[str, Any]] = []
-    refused: list[str] = []
-    for result in _as_results(results):
-        conn_id = str(result["conn_id"])
-        for account_id, landed in sorted((result.get("accounts") or {}).items()):
-            path = landed.get("path")
-            if not path:
-                continue
-            try:
-                load = warehouse.replace_window(
-                    conn_id, account_id, result["query_start"], result["query_end"], iter_jsonl(path)
-                )
-            except ValueError as exc:  # bad data in the file: nothing of this window was touched
-                log.error("%s / %s: window not loaded, its rows are unchanged: %s", conn_id, account_id, exc)
-                refused.append(f"{conn_id} / {account_id}: {exc}")
-                continue
-            windows.append(load.to_dict())
-    if refused:
+    windows = [
+        Window(
+            str(result["conn_id"]),
+            str(result.get("consent_id") or DEFAULT_CONSENT_ID),
+            account_id,
+            result["query_start"],
+            result["query_end"],
+            iter_jsonl(landed["path"]),
+        )
+        for result in _as_results(results)
+        for account_id, landed in sorted((result.get("accounts") or {}).items())
+        if landed.get("path")
+    ]
+    loaded = warehouse.replace_windows(windows)
+    if loaded.refused:
         raise AirflowFailException(
-            f"{len(refused)} window(s) refused, their rows are unchanged ({len(windows)} loaded): "
-            + "; ".join(refused)
+            f"{len(loaded.refused)} window(s) refused, their rows are unchanged ({loaded.windows} loaded): "
+            + "; ".join(loaded.refused)
         )
     return {
         "table": table,
         "sql_conn_id": sql_conn_id,
-        "windows": len(windows),
-        "inserted": sum(w["inserted"] for w in windows),
-        "deleted": sum(w["deleted"] for w in windows),
+        "windows": loaded.windows,
+        "inserted": loaded.inserted,
+        "deleted": loaded.deleted,
         "rows": warehouse.count(),
     }
 
@@ -270,18 +499,25 @@ __all__ = [
     "ACCOUNTS_FILES_ASSET",
     "CONN_IDS_VARIABLE",
     "DEFAULT_CONN_IDS",
+    "DEFAULT_CONSENTS_PER_SHARD",
     "POOL",
+    "SHARD_WORKERS",
     "SUMMARY_TABLE",
     "TRANSACTIONS_FILES_ASSET",
     "TRANSACTIONS_TABLE_ASSET",
     "WAREHOUSE_CONN_ID",
     "as_literal_ids",
+    "check_shard_health",
     "consent_sensor",
     "landed_asset",
     "landing_base_url",
     "load_transactions",
+    "load_transactions_shard",
     "parse_conn_ids",
     "resolve_conn_ids",
+    "shard_layout",
+    "shard_manifest",
+    "shard_plan",
     "summary_sql",
     "transaction_jobs",
 ]

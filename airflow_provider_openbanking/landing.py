@@ -2,12 +2,21 @@
 
 Layout (every segment made safe by :func:`safe_segment`)::
 
-    <destination>/<dataset>/conn_id=<conn_id>/interval=<start>_<end>/account_id=<account_id>.jsonl
-    <destination>/<dataset>/conn_id=<conn_id>/interval=<start>_<end>/<dataset>.jsonl      (no account)
-    <destination>/statement_files/conn_id=<conn_id>/interval=<start>_<end>/account_id=<id>/<statement_id>.pdf
+    <destination>/<dataset>/conn_id=<conn_id>/consent_id=<consent_id>/interval=<start>_<end>/account_id=<account_id>.jsonl
+    <destination>/<dataset>/conn_id=<conn_id>/consent_id=<consent_id>/interval=<start>_<end>/<dataset>.jsonl  (no account)
+    <destination>/statement_files/conn_id=<conn_id>/consent_id=<consent_id>/interval=<start>_<end>/account_id=<id>/<statement_id>.pdf
+    <destination>/providers/conn_id=<conn_id>/interval=<start>_<end>/providers.jsonl    (no consent)
 
 ``<start>``/``<end>`` are the run's data interval in UTC (``20261119T000000Z``). The ``key=value``
-directories are Hive-style partitions, so DuckDB/Spark/pandas readers pick the columns up.
+directories are Hive-style partitions, so DuckDB/Spark/pandas readers pick the columns up. The
+consent comes right after the connection so that everything landed for one customer is one prefix
+(``…/conn_id=C/consent_id=K/``): erasing a customer's data is one recursive delete.
+
+Bookkeeping of batched runs lives outside the datasets, under ``<destination>/_manifests/``, so a
+reader globbing ``<dataset>/**/*.jsonl`` only ever sees data::
+
+    <destination>/_manifests/<dataset>/conn_id=<conn_id>/interval=<start>_<end>/consent_id=<id>.json  (one consent done)
+    <destination>/_manifests/<dataset>/conn_id=<conn_id>/interval=<start>_<end>/<batch>.jsonl        (one task's files)
 
 The destination is an :class:`~airflow.sdk.ObjectStoragePath` or a URL string (``s3://…`` and
 ``gs://…`` work when the matching provider is installed; a bare path means the local file system).
@@ -32,6 +41,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import uuid
 from collections.abc import Iterable, Mapping
@@ -141,8 +151,22 @@ def to_storage_path(destination: ObjectStoragePath | str | os.PathLike[str] | No
     return ObjectStoragePath(text)
 
 
+MANIFESTS_DIR = "_manifests"
+_BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9=._-]{0,120}$")
+
+
+def _batch_name(name: str) -> str:
+    """A batch name (``shard=0003-of-0034``) as a file name: kept readable, so checked, not encoded."""
+    if not _BATCH_NAME.match(name):
+        raise ValueError(f"not a batch name: {name!r}")
+    return name
+
+
 class Layout:
-    """Deterministic paths of one (destination, dataset, connection, data interval)."""
+    """Deterministic paths of one (destination, dataset, connection, consent, data interval).
+
+    ``consent_id=None`` is for datasets that belong to the client, not to a customer (providers).
+    """
 
     def __init__(
         self,
@@ -151,25 +175,60 @@ class Layout:
         conn_id: str,
         interval_start: dt.datetime,
         interval_end: dt.datetime,
+        consent_id: str | None = None,
     ) -> None:
         self.destination = destination
         self.dataset = dataset
         self.conn_id = conn_id
+        self.consent_id = consent_id
+        self.interval_start = interval_start
+        self.interval_end = interval_end
         self.interval = interval_segment(interval_start, interval_end)
 
+    def for_consent(self, consent_id: str) -> Layout:
+        """The same layout for one consent of the connection."""
+        return Layout(
+            self.destination, self.dataset, self.conn_id, self.interval_start, self.interval_end, consent_id
+        )
+
     def _dir(self, dataset: str) -> ObjectStoragePath:
+        base = self.destination / safe_segment(dataset) / f"conn_id={safe_segment(self.conn_id)}"
+        if self.consent_id is not None:
+            base = base / f"consent_id={safe_segment(self.consent_id)}"
+        return base / f"interval={self.interval}"
+
+    def _manifest_dir(self) -> ObjectStoragePath:
         return (
             self.destination
-            / safe_segment(dataset)
+            / MANIFESTS_DIR
+            / safe_segment(self.dataset)
             / f"conn_id={safe_segment(self.conn_id)}"
             / f"interval={self.interval}"
         )
+
+    def consent_marker(self, consent_id: str | None = None) -> ObjectStoragePath:
+        """Where a batched task records that one consent's files for the interval are complete."""
+        consent = consent_id if consent_id is not None else self.consent_id
+        if consent is None:
+            raise ValueError("consent_marker needs a consent id")
+        return self._manifest_dir() / f"consent_id={safe_segment(consent)}.json"
+
+    def batch_manifest(self, batch: str) -> ObjectStoragePath:
+        """The list of every file one batched task (one shard) landed for the interval."""
+        return self._manifest_dir() / f"{_batch_name(batch)}{JSONL_SUFFIX}"
 
     def records_file(self, account_id: str | None = None) -> ObjectStoragePath:
         """The JSON Lines file of the dataset (of one account when ``account_id`` is given)."""
         if account_id is None:
             return self._dir(self.dataset) / f"{safe_segment(self.dataset)}{JSONL_SUFFIX}"
         return self._dir(self.dataset) / f"account_id={safe_segment(account_id)}{JSONL_SUFFIX}"
+
+    def batch_file(self, batch: str) -> ObjectStoragePath:
+        """One file of the dataset for a whole batch of consents (a shard's consent health records),
+        beside the per-consent folders: ``<dataset>/conn_id=…/interval=…/<batch>.jsonl``."""
+        if self.consent_id is not None:
+            raise ValueError("a batch file belongs to the connection, not to one consent")
+        return self._dir(self.dataset) / f"{_batch_name(batch)}{JSONL_SUFFIX}"
 
     def blob_file(self, dataset: str, account_id: str, name: str, extension: str) -> ObjectStoragePath:
         """A binary file (a statement PDF) of one account."""

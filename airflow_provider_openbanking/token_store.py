@@ -1,36 +1,21 @@
-"""Where the newest refresh token of a consent lives.
+"""Compatibility: the token store of 0.x, superseded by :mod:`airflow_provider_openbanking.consents`.
 
-Airflow 3 tasks cannot update a Connection, but a refresh token that rotates must be saved before
-it is used again or the consent is lost on the next run. So the connection holds the token the
-user pasted (or the ``authorize`` command wrote) and a *token store* holds what the API returned
-since. The default store is an Airflow Variable keyed by the connection id: tasks can write it on
-every executor (nothing lives on a worker's disk), and the key contains ``token`` so Airflow masks
-its value in task logs.
-
-A stored record remembers a fingerprint of the connection token it descends from. When the user
-puts a new token into the connection (a new consent), the fingerprints differ and the connection
-wins, so a stale stored token never shadows a fresh consent.
+The provider itself uses consent stores now; this module stays for code that imported it. Its
+:class:`VariableTokenStore` reads and writes the very Variable the consent store keeps the
+``default`` consent of a connection in (``openbanking_token__<conn_id>``), in the old record
+format, which :class:`~airflow_provider_openbanking.consents.record.ConsentRecord` reads (and the
+other way round: extra fields are ignored).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import json
 import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-
-def fingerprint(token: str | None) -> str | None:
-    """A short, non-reversible id of a token (safe to store and to log)."""
-    if not token:
-        return None
-    return hashlib.sha256(token.encode()).hexdigest()[:16]
-
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+from airflow_provider_openbanking.consents.record import fingerprint, now_iso
+from airflow_provider_openbanking.consents.variable import in_task_context as _in_task_context
 
 
 @dataclass
@@ -99,15 +84,6 @@ class InMemoryTokenStore:
             self._data.pop(conn_id, None)
 
 
-def _in_task_context() -> bool:
-    """True inside a task or trigger process, where the SDK talks to the API server."""
-    try:
-        from airflow.sdk.execution_time import task_runner
-    except ImportError:  # pragma: no cover - very old SDK
-        return False
-    return getattr(task_runner, "SUPERVISOR_COMMS", None) is not None
-
-
 class VariableTokenStore:
     """Keep the record in the Airflow Variable ``<prefix><conn_id>`` (default ``openbanking_token__``).
 
@@ -160,3 +136,6 @@ class VariableTokenStore:
             from airflow.models import Variable as DbVariable
 
             DbVariable.delete(key)
+
+
+__all__ = ["InMemoryTokenStore", "TokenRecord", "TokenStore", "VariableTokenStore", "fingerprint", "now_iso"]

@@ -20,12 +20,15 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 import requests
 import tenacity
 from requests.adapters import HTTPAdapter
+
+if TYPE_CHECKING:
+    from airflow_provider_openbanking.ratelimit import RateLimiter
 
 from airflow_provider_openbanking.exceptions import (
     AccessTokenRejectedError,
@@ -151,8 +154,12 @@ class Transport:
         pool_size: int = 16,
         conn_id: str | None = None,
         max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         self.conn_id = conn_id
+        #: Shared by every transport of the same client (see :mod:`..ratelimit`): ``acquire()``
+        #: before every request sent, ``pause_until()`` when a 429/1207 carries Retry-After.
+        self.rate_limiter = rate_limiter
         self.max_response_bytes = max_response_bytes
         self.base_url = base_url.rstrip("/")
         self.timeout = (min(10.0, timeout), timeout)
@@ -307,6 +314,8 @@ class Transport:
             if token_source is not None:
                 token = token_source.get()
                 hdrs["Authorization"] = f"Bearer {token}"
+            if self.rate_limiter is not None:
+                self.rate_limiter.acquire()
             try:
                 resp = self.session.request(
                     method,
@@ -350,6 +359,12 @@ class Transport:
                 content = b""
             error = self._error(method, path, resp, content)
             resp.close()
+            if (
+                self.rate_limiter is not None
+                and error.retry_after is not None
+                and (resp.status_code == 429 or error.code == "1207")
+            ):
+                self.rate_limiter.pause_until(time.monotonic() + error.retry_after)
             if (
                 resp.status_code == 401
                 and token_source is not None

@@ -17,10 +17,22 @@ whose key the file carries. Therefore:
   stored, on purpose);
 - a window that comes back empty empties that window.
 
-Key: ``(conn_id, account_id, transaction_id)``. Only portable SQL is used (``CREATE TABLE IF NOT
-EXISTS``, ``DELETE``, ``INSERT``) with the hook's own parameter placeholder. Pass
-``create_table=False`` and create the table yourself when your warehouse wants other types
-(BigQuery's ``STRING``, partitioning, clustering).
+Key: ``(conn_id, consent_id, account_id, transaction_id)``: one connection (API client) holds
+many consents, and an account id is only meaningful within its consent. Only portable SQL is used
+(``CREATE TABLE IF NOT EXISTS``, ``DELETE``, multi-row ``INSERT``) with the hook's own parameter
+placeholder. Pass ``create_table=False`` and create the table yourself when your warehouse wants
+other types (BigQuery's ``STRING``, partitioning, clustering).
+
+**Bulk.** :meth:`TransactionsWarehouse.replace_windows` loads a whole shard's windows in one
+database transaction per chunk of :data:`WINDOWS_PER_TRANSACTION` windows: one ``DELETE`` per
+consent and window range, one per window for keys that moved, and multi-row ``INSERT`` statements
+of :data:`BATCH_SIZE` rows -- a few statements per window instead of a transaction per window.
+
+**Migration.** A table created before consents existed (key ``(conn_id, account_id,
+transaction_id)``, no ``consent_id`` column) is rebuilt on first use: a new table with the new key,
+every row copied with ``consent_id = 'default'`` (what those rows were), the old table dropped and
+the new one renamed, in one transaction. When that is not allowed (``create_table=False``, or the
+database refuses), the load fails naming the exact statements to run.
 """
 
 from __future__ import annotations
@@ -30,8 +42,10 @@ import json
 import logging
 import math
 import re
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from dataclasses import field as dataclass_field
 from functools import cached_property
 from typing import Any
 
@@ -43,6 +57,7 @@ TRANSACTIONS_TABLE = "openbanking_transactions"
 #: Columns of the transactions table, in insert order.
 TRANSACTION_COLUMNS: tuple[str, ...] = (
     "conn_id",
+    "consent_id",
     "account_id",
     "transaction_id",
     "window_date",
@@ -59,8 +74,9 @@ TRANSACTION_COLUMNS: tuple[str, ...] = (
     "record",
 )
 
-_DDL = """CREATE TABLE IF NOT EXISTS {table} (
+_DDL = """CREATE TABLE {if_not_exists}{table} (
     conn_id VARCHAR(250) NOT NULL,
+    consent_id VARCHAR(250) NOT NULL,
     account_id VARCHAR(250) NOT NULL,
     transaction_id VARCHAR(250) NOT NULL,
     window_date VARCHAR(10) NOT NULL,
@@ -75,8 +91,12 @@ _DDL = """CREATE TABLE IF NOT EXISTS {table} (
     account_category VARCHAR(40),
     reference_transaction_id VARCHAR(250),
     record TEXT,
-    PRIMARY KEY (conn_id, account_id, transaction_id)
+    PRIMARY KEY (conn_id, consent_id, account_id, transaction_id)
 )"""
+#: The consent of rows loaded before consents existed (the connection's own refresh token).
+LEGACY_CONSENT_ID = "default"
+#: Windows per database transaction of a bulk load.
+WINDOWS_PER_TRANSACTION = 200
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*){0,2}$")
 #: Rows per ``executemany`` call and ids per ``IN (...)`` list.
@@ -181,7 +201,9 @@ def _check_types(account_id: str, transaction_id: str, record: Mapping[str, Any]
             raise bad(field, value, "a string")
 
 
-def transaction_row(conn_id: str, account_id: str, record: Mapping[str, Any]) -> tuple[Any, ...]:
+def transaction_row(
+    conn_id: str, account_id: str, record: Mapping[str, Any], consent_id: str = LEGACY_CONSENT_ID
+) -> tuple[Any, ...]:
     """One table row (in :data:`TRANSACTION_COLUMNS` order) for one landed transaction.
 
     Raises ``ValueError`` naming the transaction, the field and the value when a loaded field has
@@ -205,6 +227,7 @@ def transaction_row(conn_id: str, account_id: str, record: Mapping[str, Any]) ->
     signed = None if amount is None else (-abs(amount) if dcm == "DEBIT" else abs(amount))
     return (
         conn_id,
+        consent_id,
         str(record.get("accountId") or account_id),
         str(transaction_id),
         day,
@@ -248,9 +271,57 @@ class WindowLoad:
     window_end: str
     deleted: int
     inserted: int
+    consent_id: str = LEGACY_CONSENT_ID
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Window:
+    """One landed file to load: the rows of one (connection, consent, account) for one window."""
+
+    conn_id: str
+    consent_id: str
+    account_id: str
+    window_start: Any
+    window_end: Any
+    records: Iterable[Mapping[str, Any]]
+
+
+@dataclass
+class BulkLoad:
+    """What a bulk load did: counts, and the windows refused for bad data (their rows unchanged)."""
+
+    windows: int = 0
+    deleted: int = 0
+    inserted: int = 0
+    transactions: int = 0
+    seconds: float = 0.0
+    refused: list[str] = dataclass_field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class MigrationRequiredError(RuntimeError):
+    """The table has the schema of before consents and could not be migrated automatically."""
+
+
+def _window_rows(window: Window) -> tuple[str, str, dict[str, tuple[Any, ...]]]:
+    """Checked dates and the rows of one window keyed by transaction id (ValueError on bad data)."""
+    start, end = as_date(window.window_start, "window_start"), as_date(window.window_end, "window_end")
+    if start > end:
+        raise ValueError(f"window_start {start} is after window_end {end}")
+    rows: dict[str, tuple[Any, ...]] = {}
+    for record in window.records:
+        row = transaction_row(window.conn_id, window.account_id, record, window.consent_id)
+        if row[2] != window.account_id:
+            raise ValueError(
+                f"transaction {row[3]!r} belongs to account {row[2]!r}, not to {window.account_id!r}"
+            )
+        rows[row[3]] = row  # a record repeated across pages counts once (last wins)
+    return start, end, rows
 
 
 class TransactionsWarehouse:
@@ -258,7 +329,9 @@ class TransactionsWarehouse:
 
     :param sql_conn_id: any connection whose hook is a ``DbApiHook`` (``sqlite``, ``postgres``…).
     :param table: table name (optionally ``schema.table``); plain identifiers only.
-    :param create_table: create the table (portable DDL) on first use if it does not exist.
+    :param create_table: create the table (portable DDL) on first use if it does not exist, and
+        migrate one of the schema before consents; with False, a missing ``consent_id`` column
+        fails naming the statements to run.
     :param hook: use this hook instead of resolving ``sql_conn_id`` (tests, custom hooks).
     """
 
@@ -303,15 +376,81 @@ class TransactionsWarehouse:
     def placeholder(self) -> str:
         return str(getattr(self.hook, "placeholder", "%s"))
 
-    def ddl(self) -> str:
-        return _DDL.format(table=self.table)
+    def ddl(self, table: str | None = None, *, if_not_exists: bool = True) -> str:
+        return _DDL.format(table=table or self.table, if_not_exists="IF NOT EXISTS " if if_not_exists else "")
+
+    def migration_sql(self) -> list[str]:
+        """The statements that bring a table of the schema before consents to the current one."""
+        tmp = f"{self.table}__migrating"
+        short = self.table.rsplit(".", 1)[-1]
+        select = ", ".join(f"'{LEGACY_CONSENT_ID}'" if c == "consent_id" else c for c in TRANSACTION_COLUMNS)
+        return [
+            self.ddl(tmp, if_not_exists=False),
+            f"INSERT INTO {tmp} ({', '.join(TRANSACTION_COLUMNS)}) SELECT {select} FROM {self.table}",
+            f"DROP TABLE {self.table}",
+            f"ALTER TABLE {tmp} RENAME TO {short}",
+        ]
+
+    def _columns(self) -> set[str]:
+        conn = self.hook.get_conn()
+        try:
+            cur = conn.cursor()
+            cur.execute(f"SELECT * FROM {self.table} WHERE 1 = 0")
+            names = {str(d[0]).lower() for d in cur.description or ()}
+            cur.close()
+            return names
+        finally:
+            try:
+                conn.rollback()
+            except Exception:  # pragma: no cover - autocommit connections
+                log.debug("rollback after the column probe failed", exc_info=True)
+            conn.close()
 
     def ensure_table(self) -> None:
-        """Create the table if it does not exist (once per instance; no-op with create_table=False)."""
-        if self._table_checked or not self.create_table:
+        """Create the table if it does not exist and migrate one of the old schema (once per
+        instance). With ``create_table=False`` only the schema is checked."""
+        if self._table_checked:
             return
-        self.hook.run(self.ddl(), autocommit=False)
+        if self.create_table:
+            self.hook.run(self.ddl(), autocommit=False)
+        try:
+            columns = self._columns()
+        except Exception:
+            if self.create_table:
+                raise
+            self._table_checked = True  # a table the user manages and we cannot read: let the load say
+            return
+        if "consent_id" not in columns:
+            self._migrate()
         self._table_checked = True
+
+    def _migrate(self) -> None:
+        statements = self.migration_sql()
+        exact = ";\n".join(statements) + ";"
+        if not self.create_table:
+            raise MigrationRequiredError(
+                f"{self.table} has no consent_id column (the schema before consents) and create_table is "
+                f"off, so it is not migrated automatically. Run, in one transaction:\n{exact}"
+            )
+        log.warning(
+            "%s: migrating to the consent-aware key (conn_id, consent_id, account_id, transaction_id)",
+            self.table,
+        )
+        conn = self._connect()
+        try:
+            cur = conn.cursor()
+            for statement in statements:
+                cur.execute(statement)
+            conn.commit()
+        except Exception as exc:
+            conn.rollback()
+            raise MigrationRequiredError(
+                f"{self.table} has the schema before consents and migrating it failed "
+                f"({type(exc).__name__}: {exc}); nothing was changed. Run, in one transaction:\n{exact}"
+            ) from exc
+        finally:
+            conn.close()
+        log.warning("%s: migrated; existing rows now belong to consent %r", self.table, LEGACY_CONSENT_ID)
 
     def _connect(self) -> Any:
         conn = self.hook.get_conn()
@@ -326,63 +465,162 @@ class TransactionsWarehouse:
         window_start: Any,
         window_end: Any,
         records: Iterable[Mapping[str, Any]],
+        *,
+        consent_id: str = LEGACY_CONSENT_ID,
     ) -> WindowLoad:
-        """Replace the rows of ``(conn_id, account_id)`` in ``[window_start, window_end]`` (dates,
-        inclusive) by ``records``, atomically."""
-        start, end = as_date(window_start, "window_start"), as_date(window_end, "window_end")
-        if start > end:
-            raise ValueError(f"window_start {start} is after window_end {end}")
-        rows: dict[str, tuple[Any, ...]] = {}
-        for record in records:
-            row = transaction_row(conn_id, account_id, record)
-            if row[1] != account_id:
-                raise ValueError(
-                    f"transaction {row[2]!r} belongs to account {row[1]!r}, not to {account_id!r}"
-                )
-            rows[row[2]] = row  # a record repeated across pages counts once (last wins)
+        """Replace the rows of ``(conn_id, consent_id, account_id)`` in ``[window_start, window_end]``
+        (dates, inclusive) by ``records``, atomically. Raises ``ValueError`` on bad data, leaving
+        the rows unchanged."""
+        window = Window(conn_id, consent_id, account_id, window_start, window_end, records)
+        start, end, rows = _window_rows(window)
         self.ensure_table()
-        p = self.placeholder
-        columns = ", ".join(TRANSACTION_COLUMNS)
-        insert = f"INSERT INTO {self.table} ({columns}) VALUES ({', '.join([p] * len(TRANSACTION_COLUMNS))})"
-        delete_window = (
-            f"DELETE FROM {self.table} WHERE conn_id = {p} AND account_id = {p} "
-            f"AND window_date >= {p} AND window_date <= {p}"
-        )
         conn = self._connect()
         try:
             cur = conn.cursor()
-            cur.execute(delete_window, (conn_id, account_id, start, end))
-            deleted = max(cur.rowcount or 0, 0)
-            ids = list(rows)
-            for chunk in _chunks(ids, BATCH_SIZE):
-                marks = ", ".join([p] * len(chunk))
-                cur.execute(
-                    f"DELETE FROM {self.table} WHERE conn_id = {p} AND account_id = {p} "
-                    f"AND transaction_id IN ({marks})",
-                    (conn_id, account_id, *chunk),
-                )
-                deleted += max(cur.rowcount or 0, 0)
-            values = list(rows.values())
-            for chunk in _chunks(values, BATCH_SIZE):
-                cur.executemany(insert, list(chunk))
+            deleted = self._replace(cur, window, start, end, rows)
             conn.commit()
         except BaseException:
             conn.rollback()
             raise
         finally:
             conn.close()
-        result = WindowLoad(conn_id, account_id, start, end, deleted, len(rows))
         log.info(
-            "%s: %s / %s window %s..%s: %d row(s) replaced by %d",
+            "%s: %s / %s / %s window %s..%s: %d row(s) replaced by %d",
             self.table,
             conn_id,
+            consent_id,
             account_id,
             start,
             end,
             deleted,
             len(rows),
         )
+        return WindowLoad(conn_id, account_id, start, end, deleted, len(rows), consent_id)
+
+    def _replace(
+        self, cur: Any, window: Window, start: str, end: str, rows: dict[str, tuple[Any, ...]]
+    ) -> int:
+        p = self.placeholder
+        cur.execute(
+            f"DELETE FROM {self.table} WHERE conn_id = {p} AND consent_id = {p} AND account_id = {p} "
+            f"AND window_date >= {p} AND window_date <= {p}",
+            (window.conn_id, window.consent_id, window.account_id, start, end),
+        )
+        deleted = max(cur.rowcount or 0, 0)
+        deleted += self._delete_keys(cur, window, list(rows))
+        self._insert(cur, list(rows.values()))
+        return deleted
+
+    def _delete_keys(self, cur: Any, window: Window, ids: Sequence[str]) -> int:
+        """Rows of these keys outside the window (a transaction whose date moved)."""
+        p = self.placeholder
+        deleted = 0
+        for chunk in _chunks(ids, BATCH_SIZE):
+            marks = ", ".join([p] * len(chunk))
+            cur.execute(
+                f"DELETE FROM {self.table} WHERE conn_id = {p} AND consent_id = {p} AND account_id = {p} "
+                f"AND transaction_id IN ({marks})",
+                (window.conn_id, window.consent_id, window.account_id, *chunk),
+            )
+            deleted += max(cur.rowcount or 0, 0)
+        return deleted
+
+    def _insert(self, cur: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        p = self.placeholder
+        columns = ", ".join(TRANSACTION_COLUMNS)
+        one = f"({', '.join([p] * len(TRANSACTION_COLUMNS))})"
+        for chunk in _chunks(rows, BATCH_SIZE):
+            values = ", ".join([one] * len(chunk))
+            flat = [value for row in chunk for value in row]
+            cur.execute(f"INSERT INTO {self.table} ({columns}) VALUES {values}", flat)
+
+    def replace_windows(
+        self, windows: Iterable[Window], *, windows_per_transaction: int = WINDOWS_PER_TRANSACTION
+    ) -> BulkLoad:
+        """Window-replace many windows (a shard's), one database transaction per chunk.
+
+        A window whose file holds bad data is refused before its chunk is written (its rows stay
+        as they were, the reason is in :attr:`BulkLoad.refused`); the others load.
+        """
+        started = time.monotonic()
+        self.ensure_table()
+        result = BulkLoad()
+        chunk: list[tuple[Window, str, str, dict[str, tuple[Any, ...]]]] = []
+        for window in windows:
+            try:
+                start, end, rows = _window_rows(window)
+            except ValueError as exc:
+                log.error(
+                    "%s / %s / %s: window not loaded, its rows are unchanged: %s",
+                    window.conn_id,
+                    window.consent_id,
+                    window.account_id,
+                    exc,
+                )
+                result.refused.append(f"{window.conn_id} / {window.consent_id} / {window.account_id}: {exc}")
+                continue
+            chunk.append((window, start, end, rows))
+            if len(chunk) >= windows_per_transaction:
+                self._write_chunk(chunk, result)
+                chunk = []
+        if chunk:
+            self._write_chunk(chunk, result)
+        result.seconds = time.monotonic() - started
+        log.info(
+            "%s: %d window(s) loaded in %.2f s (%d row(s) replaced by %d), %d refused",
+            self.table,
+            result.windows,
+            result.seconds,
+            result.deleted,
+            result.inserted,
+            len(result.refused),
+        )
         return result
+
+    def _write_chunk(
+        self, chunk: Sequence[tuple[Window, str, str, dict[str, tuple[Any, ...]]]], result: BulkLoad
+    ) -> None:
+        p = self.placeholder
+        conn = self._connect()
+        try:
+            cur = conn.cursor()
+            deleted = 0
+            # One range DELETE per (consent, window range) for all its accounts.
+            groups: dict[tuple[str, str, str, str], list[str]] = {}
+            for window, start, end, _rows in chunk:
+                groups.setdefault((window.conn_id, window.consent_id, start, end), []).append(
+                    window.account_id
+                )
+            for (conn_id, consent_id, start, end), accounts in groups.items():
+                for part in _chunks(sorted(set(accounts)), BATCH_SIZE):
+                    marks = ", ".join([p] * len(part))
+                    cur.execute(
+                        f"DELETE FROM {self.table} WHERE conn_id = {p} AND consent_id = {p} "
+                        f"AND account_id IN ({marks}) AND window_date >= {p} AND window_date <= {p}",
+                        (conn_id, consent_id, *part, start, end),
+                    )
+                    deleted += max(cur.rowcount or 0, 0)
+            batch: list[tuple[Any, ...]] = []
+            for window, _start, _end, rows in chunk:
+                deleted += self._delete_keys(cur, window, list(rows))
+                batch.extend(rows.values())
+                if len(batch) >= BATCH_SIZE:
+                    self._insert(cur, batch)
+                    batch = []
+            self._insert(cur, batch)
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        finally:
+            conn.close()
+        result.windows += len(chunk)
+        result.deleted += deleted
+        inserted = sum(len(rows) for _w, _s, _e, rows in chunk)
+        result.inserted += inserted
+        result.transactions += 1
 
     def count(self, conn_id: str | None = None) -> int:
         sql = f"SELECT COUNT(*) FROM {self.table}"
@@ -396,9 +634,13 @@ class TransactionsWarehouse:
 
 __all__ = [
     "DEFAULT_WAREHOUSE_CONN_ID",
+    "LEGACY_CONSENT_ID",
     "TRANSACTIONS_TABLE",
     "TRANSACTION_COLUMNS",
+    "BulkLoad",
+    "MigrationRequiredError",
     "TransactionsWarehouse",
+    "Window",
     "WindowLoad",
     "as_date",
     "check_identifier",

@@ -1,27 +1,36 @@
 """
-### Open Banking: accounts and transactions into the warehouse, every day
+### Open Banking: accounts and transactions of every consent into the warehouse, every day
 
-For each customer consent (one ``openbanking`` connection per consent):
+Each `openbanking` connection is one API client with any number of customer consents (its
+`default` consent -- the `refresh_token` extra -- and those in its consent store). The run covers
+every consent of every connection in `conn_ids`, in **shards**: each connection's consents are
+split by a stable hash of the consent id into `ceil(consents / consents_per_shard)` shards, and
+the DAG maps over the shards, not over consents or accounts, so a run has `3 x shards + 3` task
+instances whether it covers 10 consents or 10,000.
 
-1. **wait_for_consent** -- `OpenBankingTokenSensor` (reschedule mode, or deferrable when
-   `[operators] default_deferrable` is on) waits until the consent yields an access token;
-2. **land_accounts** -- the consent's accounts with details land as JSON Lines;
+1. **plan_shards** -- lists each connection's shards (fails at once, without retries, if the
+   list would be longer than `[core] max_map_length`);
+2. per shard (a mapped task group):
+   - **land_accounts** -- every consent's accounts with details (one refresh grant per consent:
+     a dead consent -- 602, refused refresh -- is recorded and the others go on);
+   - **land_transactions** -- each account's transactions of the run's data interval, widened by a
+     14-day lookback so pending transactions that post late are picked up, one file per account
+     under `transactions/conn_id=…/consent_id=…/interval=…/` (account ids read from the landed
+     accounts files: no second `/accounts` call) -- Asset `openbanking_transactions_files`;
+   - **load_transactions** -- the shard's files *replace* their windows in the SQL table
+     `openbanking_transactions` (connection `openbanking_warehouse`), in bulk, so a pending
+     transaction that posted under a new id leaves no duplicate and a rerun leaves the table as is;
+3. **table_updated** -- once every shard has loaded (Asset `openbanking_transactions`);
+4. **all_consents_ok** -- fails the run if any consent, account or load failed, after everything
+   else landed and loaded. Each failed shard task names its failed consents and their reasons;
+   a retry of a shard redoes only the consents that did not land.
 
-then, over every (consent, account) pair, **dynamic task mapping**:
+Inside a shard, `SHARD_WORKERS` threads work across consents x accounts. Every API task runs in
+the pool `openbanking_api`; size pool, workers and the connection's `max_requests_per_second`
+together (docs/operators.md, "Sizing").
 
-3. **land_transactions** -- the account's transactions of the run's data interval, widened by a
-   14-day lookback so pending transactions that post late are picked up, land as one file per
-   account (Asset `openbanking_transactions_files`);
-4. **load_transactions** -- each account file *replaces* its window in the SQL table
-   `openbanking_transactions` (connection `openbanking_warehouse`: SQLite, Postgres, Snowflake…
-   whatever the connection is), so a pending transaction that posted under a new id leaves no
-   duplicate and a rerun leaves the table unchanged (Asset `openbanking_transactions`);
-5. **all_consents_ok** -- fails the run if any consent or account failed, after the others loaded.
-
-Every task that calls the API runs in the pool `openbanking_api` (size it to the rate limit).
-
-Params: `conn_ids` (list of connection ids; empty = Variable `openbanking_conn_ids`, a JSON
-list, else `["openbanking_default"]`) and `warehouse_conn_id`.
+Params: `conn_ids` (empty = Variable `openbanking_conn_ids`, a JSON list, else
+`["openbanking_default"]`), `consents_per_shard`, `warehouse_conn_id`.
 """
 
 from __future__ import annotations
@@ -33,23 +42,24 @@ from airflow.sdk import CronDataIntervalTimetable, Param, TriggerRule, dag, task
 
 from airflow_provider_openbanking.example_dags_support import (
     ACCOUNTS_FILES_ASSET,
+    DEFAULT_CONSENTS_PER_SHARD,
     POOL,
+    SHARD_WORKERS,
     TRANSACTIONS_FILES_ASSET,
     TRANSACTIONS_TABLE_ASSET,
     WAREHOUSE_CONN_ID,
-    as_literal_ids,
-    load_transactions,
+    load_transactions_shard,
     resolve_conn_ids,
-    transaction_jobs,
+    shard_plan,
 )
 from airflow_provider_openbanking.operators.openbanking import (
     OpenBankingAccountsOperator,
     OpenBankingTransactionsOperator,
 )
-from airflow_provider_openbanking.sensors.openbanking import OpenBankingTokenSensor
 
 #: How far before the interval each run asks for transactions: pending ones post within days.
 LOOKBACK = dt.timedelta(days=14)
+SHARD_LABEL = "{{ task.openbanking_conn_id }} shard {{ task.shard_index }} of {{ task.shard_count }}"
 
 
 @dag(
@@ -73,8 +83,14 @@ LOOKBACK = dt.timedelta(days=14)
             None,
             type=["null", "array"],
             items={"type": "string"},
-            description="openbanking connection ids, one per consent. Empty: the Variable "
-            "openbanking_conn_ids (JSON list), else ['openbanking_default'].",
+            description="openbanking connection ids (API clients); every consent of each is covered. "
+            "Empty: the Variable openbanking_conn_ids (JSON list), else ['openbanking_default'].",
+        ),
+        "consents_per_shard": Param(
+            DEFAULT_CONSENTS_PER_SHARD,
+            type="integer",
+            minimum=1,
+            description="About how many consents one shard (one task instance per step) covers.",
         ),
         "warehouse_conn_id": Param(
             WAREHOUSE_CONN_ID, type="string", description="SQL connection of the warehouse table."
@@ -85,73 +101,79 @@ LOOKBACK = dt.timedelta(days=14)
 )
 def openbanking_accounts_transactions() -> None:
     @task
-    def consent_conn_ids(params: dict[str, Any] | None = None) -> list[str]:
-        """The connections (consents) this run covers."""
-        return resolve_conn_ids((params or {}).get("conn_ids"))
+    def plan_shards(params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """One entry per shard of every connection's consents."""
+        params = params or {}
+        return shard_plan(resolve_conn_ids(params.get("conn_ids")), params.get("consents_per_shard"))
 
-    @task_group(group_id="consent")
-    def consent(conn_id: str) -> Any:
-        """Per consent: wait for a usable consent, then land its accounts."""
-        wait = OpenBankingTokenSensor(
-            task_id="wait_for_consent",
-            openbanking_conn_id=conn_id,
-            min_ttl=60,
-            mode="reschedule",
-            poke_interval=300,
-            timeout=3600,
-            pool=POOL,
-            # A sensor timeout is never retried; this one retry only covers a deferred sensor that
-            # Airflow 3.3 marks failed when its trigger fires before the scheduler saw the deferral
-            # (apache/airflow#67287).
-            retries=1,
-        )
+    @task_group(group_id="shard")
+    def shard(openbanking_conn_id: str, shard_index: int, shard_count: int) -> None:
+        """Per shard: land the consents' accounts, then their transactions, then load them."""
+        selection: dict[str, Any] = {
+            "openbanking_conn_id": openbanking_conn_id,
+            "shard_index": shard_index,
+            "shard_count": shard_count,
+            "max_workers": SHARD_WORKERS,
+            "pool": POOL,
+            "map_index_template": SHARD_LABEL,
+        }
         accounts = OpenBankingAccountsOperator(
-            task_id="land_accounts",
-            openbanking_conn_id=conn_id,
-            result_type="details",
-            pool=POOL,
-            outlets=[ACCOUNTS_FILES_ASSET],
+            task_id="land_accounts", result_type="details", outlets=[ACCOUNTS_FILES_ASSET], **selection
         )
-        wait >> accounts
-        return accounts.output
+        transactions = OpenBankingTransactionsOperator(
+            task_id="land_transactions",
+            lookback=LOOKBACK,
+            accounts_from_landing=True,
+            # A consent whose accounts did not land is listed (and judged) here again.
+            trigger_rule=TriggerRule.ALL_DONE,
+            outlets=[TRANSACTIONS_FILES_ASSET],
+            **selection,
+        )
 
-    accounts_results = consent.expand(conn_id=consent_conn_ids())
+        @task(
+            task_id="load_transactions",
+            trigger_rule=TriggerRule.ALL_DONE,
+            # Overlapping windows of concurrent runs and shards are loaded one at a time.
+            max_active_tis_per_dag=1,
+            map_index_template=SHARD_LABEL.replace("task.", ""),
+        )
+        def load(
+            openbanking_conn_id: str,
+            shard_index: int,
+            shard_count: int,
+            params: dict[str, Any] | None = None,
+            data_interval_start: dt.datetime | None = None,
+            data_interval_end: dt.datetime | None = None,
+        ) -> dict[str, Any]:
+            """Window-replace the shard's landed account files into the warehouse table, in bulk."""
+            from airflow.sdk import get_current_context
 
-    @task(trigger_rule=TriggerRule.ALL_DONE)
-    def plan_transactions(accounts_results: Any) -> list[dict[str, Any]]:
-        """One transactions task per (consent, account) of every consent that landed its accounts.
+            context: Any = get_current_context()
+            context.update(
+                openbanking_conn_id=openbanking_conn_id, shard_index=shard_index, shard_count=shard_count
+            )
+            return load_transactions_shard(
+                openbanking_conn_id,
+                shard_index,
+                shard_count,
+                data_interval_start,
+                data_interval_end,
+                (params or {}).get("warehouse_conn_id") or WAREHOUSE_CONN_ID,
+            )
 
-        ``accounts_results``: the accounts tasks' XCom values (only those that succeeded)."""
-        return transaction_jobs(accounts_results)
+        accounts >> transactions >> load(openbanking_conn_id, shard_index, shard_count)
 
-    # The account ids come from the bank: as_literal_ids wraps them in literal() so that Airflow
-    # never renders them as Jinja templates.
-    transactions = OpenBankingTransactionsOperator.partial(
-        task_id="land_transactions",
-        lookback=LOOKBACK,
-        max_workers=1,
-        pool=POOL,
-        outlets=[TRANSACTIONS_FILES_ASSET],
-        map_index_template="{{ task.openbanking_conn_id }} {{ task.account_ids | join(',') }}",
-    ).expand_kwargs(plan_transactions(accounts_results).map(as_literal_ids))
+    shards = shard.expand_kwargs(plan_shards())
 
-    @task(
-        trigger_rule=TriggerRule.ALL_DONE,
-        outlets=[TRANSACTIONS_TABLE_ASSET],
-        # Overlapping windows of concurrent runs are loaded one at a time.
-        max_active_tis_per_dag=1,
-    )
-    def load(results: Any, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Window-replace each landed account file into the warehouse table."""
-        return load_transactions(results, (params or {}).get("warehouse_conn_id") or WAREHOUSE_CONN_ID)
-
-    loaded = load.override(task_id="load_transactions")(transactions.output)
+    @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[TRANSACTIONS_TABLE_ASSET])
+    def table_updated() -> None:
+        """Every shard's load ran: the table is as up to date as this run makes it."""
 
     @task(trigger_rule=TriggerRule.NONE_FAILED)
     def all_consents_ok() -> None:
         """Runs only if no consent, account or load failed: otherwise the run ends failed."""
 
-    [accounts_results, transactions, loaded] >> all_consents_ok()
+    shards >> [table_updated(), all_consents_ok()]
 
 
 openbanking_accounts_transactions()

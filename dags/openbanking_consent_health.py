@@ -3,13 +3,15 @@
 
 Consents die quietly: Flinks drops a refresh token after 30 days without use, customers revoke
 access at their bank, scopes get narrowed. This DAG notices before a dashboard goes stale. For
-every configured consent (one ``openbanking`` connection per consent):
+every consent of every connection in `conn_ids`, mapped over shards of each connection's consents
+(param `consents_per_shard`; `shards + 2` task instances per run, no task per consent):
 
-1. **check_consent** (mapped over the connections) -- makes a refresh grant (which by itself keeps
-   an idle Flinks consent alive), then one cheap call per data cluster the connection needs
-   (accounts, transactions of one day, statements of one day, contact, payment networks, customer),
-   and lands one small JSON Lines health record under
-   `<landing destination>/consent_health/conn_id=<id>/interval=<data interval>/`: `state` (`ok`,
+1. **check_shard** (mapped over the shards) -- for each consent of the shard, on a few threads:
+   a refresh grant (which by itself keeps an idle Flinks consent alive), then one cheap call per
+   data cluster the connection needs (accounts, transactions of one day, statements of one day,
+   contact, payment networks, customer); the shard's health records land as one JSON Lines file,
+   `<landing destination>/consent_health/conn_id=<id>/interval=<data interval>/shard=K-of-N.jsonl`,
+   one record per consent: `consent_id`, `state` (`ok`,
    `revoked` (602), `refresh_rejected`, `lapsed`, `scope_missing`, `no_consent`, `error`),
    `healthy`, `message`, `last_refresh_at` (last successful refresh), `idle_days` (unused before this
    check), `days_until_idle_lapse`, `confirmed_scopes` / `missing_scopes` / `unchecked_scopes`,
@@ -36,7 +38,12 @@ from airflow.sdk import CronDataIntervalTimetable, Param, TriggerRule, dag, get_
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_openbanking.consent import IDLE_LAPSE_DAYS, IDLE_WARN_DAYS
-from airflow_provider_openbanking.example_dags_support import POOL, resolve_conn_ids
+from airflow_provider_openbanking.example_dags_support import (
+    DEFAULT_CONSENTS_PER_SHARD,
+    POOL,
+    resolve_conn_ids,
+    shard_plan,
+)
 from airflow_provider_openbanking.notifications.log import LogNotifier
 
 log = logging.getLogger(__name__)
@@ -66,8 +73,14 @@ ALERT = LogNotifier(message=ALERT_MESSAGE)
             None,
             type=["null", "array"],
             items={"type": "string"},
-            description="openbanking connection ids, one per consent. Empty: the Variable "
-            "openbanking_conn_ids (JSON list), else ['openbanking_default'].",
+            description="openbanking connection ids (API clients); every consent of each is checked. "
+            "Empty: the Variable openbanking_conn_ids (JSON list), else ['openbanking_default'].",
+        ),
+        "consents_per_shard": Param(
+            DEFAULT_CONSENTS_PER_SHARD,
+            type="integer",
+            minimum=1,
+            description="About how many consents one check task covers.",
         ),
         "warn_within_days": Param(
             IDLE_WARN_DAYS,
@@ -84,38 +97,60 @@ ALERT = LogNotifier(message=ALERT_MESSAGE)
 def openbanking_consent_health() -> None:
     @task
     def consent_conn_ids(params: dict[str, Any] | None = None) -> list[str]:
-        """The connections (consents) this run checks."""
+        """The connections this run checks."""
         return resolve_conn_ids((params or {}).get("conn_ids"))
 
-    @task(pool=POOL, map_index_template="{{ openbanking_conn_id }}")
-    def check_consent(
-        conn_id: str,
+    @task
+    def plan_shards(conn_ids: list[str], params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """One entry per shard of every connection's consents."""
+        return shard_plan(conn_ids, (params or {}).get("consents_per_shard"))
+
+    @task(
+        pool=POOL,
+        map_index_template="{{ openbanking_conn_id }} shard {{ shard_index }} of {{ shard_count }}",
+    )
+    def check_shard(
+        openbanking_conn_id: str,
+        shard_index: int,
+        shard_count: int,
         params: dict[str, Any] | None = None,
         data_interval_start: dt.datetime | None = None,
         data_interval_end: dt.datetime | None = None,
         run_id: str | None = None,
     ) -> dict[str, Any]:
-        """Refresh, one call per data cluster, land the health record; never fails on a bad consent."""
-        from airflow_provider_openbanking.consent import check_consent_health
+        """Refresh and probe every consent of the shard, land its records; never fails on a bad consent."""
+        from airflow_provider_openbanking.example_dags_support import check_shard_health
 
-        get_current_context()["openbanking_conn_id"] = conn_id  # type: ignore[typeddict-unknown-key]
+        context: Any = get_current_context()
+        context.update(
+            openbanking_conn_id=openbanking_conn_id, shard_index=shard_index, shard_count=shard_count
+        )
         if data_interval_start is None or data_interval_end is None:
             raise AirflowFailException("the run has no data interval")
-        warn = (params or {}).get("warn_within_days")
-        record = check_consent_health(
-            conn_id,
+        result = check_shard_health(
+            openbanking_conn_id,
+            shard_index,
+            shard_count,
             interval_start=data_interval_start,
             interval_end=data_interval_end,
-            warn_within_days=IDLE_WARN_DAYS if warn is None else float(warn),
+            warn_within_days=(params or {}).get("warn_within_days"),
             dag_id="openbanking_consent_health",
             run_id=run_id,
             data_interval_start=data_interval_start.isoformat(),
             data_interval_end=data_interval_end.isoformat(),
         )
-        log.info("%s -> %s", record["summary"], record["path"])
-        for warning in record["warnings"]:
-            log.warning("%s: %s", conn_id, warning)
-        return record
+        log.info(
+            "%s shard %s of %s: %d consent(s), %d unhealthy -> %s",
+            openbanking_conn_id,
+            shard_index,
+            shard_count,
+            result["checked"],
+            len(result["unhealthy"]),
+            result["path"],
+        )
+        for warning in result["warnings"]:
+            log.warning("%s", warning)
+        return result
 
     @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, on_failure_callback=ALERT)
     def report(conn_ids: Any, records: Any) -> dict[str, Any]:
@@ -133,7 +168,7 @@ def openbanking_consent_health() -> None:
         return summary.as_dict()
 
     conn_ids = consent_conn_ids()
-    report(conn_ids, check_consent.expand(conn_id=conn_ids))
+    report(conn_ids, check_shard.expand_kwargs(plan_shards(conn_ids)))
 
 
 openbanking_consent_health()

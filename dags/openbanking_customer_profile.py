@@ -1,8 +1,9 @@
 """
 ### Open Banking: customer profile -- customer, contacts, payment networks, holdings
 
-Once a week, for each consent (one `openbanking` connection per consent): wait for a usable
-consent, then land in parallel
+Once a week, for every consent of every connection in `conn_ids`, mapped over shards of each
+connection's consents (param `consents_per_shard`, as in `openbanking_accounts_transactions`),
+land in parallel per shard
 
 - the customer (`/customers/current`),
 - each account's holders and contact details (`/accounts/{id}/contact`),
@@ -10,8 +11,10 @@ consent, then land in parallel
   masked to their last four digits),
 - the investment accounts' holdings.
 
-These are snapshots: each weekly run lands the current state under its own interval. API tasks run
-in the pool `openbanking_api`. Param `conn_ids` as in `openbanking_accounts_transactions`.
+These are snapshots: each weekly run lands the current state under its own interval. One task
+instance per dataset and shard (`4 x shards + 2` per run, whatever the number of consents); a
+dead consent is recorded in its shard and does not stop the others. API tasks run in the pool
+`openbanking_api`. Param `conn_ids` as in `openbanking_accounts_transactions`.
 """
 
 from __future__ import annotations
@@ -19,13 +22,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, task, task_group
+from airflow.sdk import CronDataIntervalTimetable, Param, TriggerRule, dag, task, task_group
 
 from airflow_provider_openbanking.example_dags_support import (
+    DEFAULT_CONSENTS_PER_SHARD,
     POOL,
-    consent_sensor,
+    SHARD_WORKERS,
     landed_asset,
     resolve_conn_ids,
+    shard_plan,
 )
 from airflow_provider_openbanking.operators.openbanking import (
     OpenBankingAccountContactOperator,
@@ -53,8 +58,14 @@ from airflow_provider_openbanking.operators.openbanking import (
             None,
             type=["null", "array"],
             items={"type": "string"},
-            description="openbanking connection ids, one per consent. Empty: the Variable "
-            "openbanking_conn_ids (JSON list), else ['openbanking_default'].",
+            description="openbanking connection ids (API clients); every consent of each is covered. "
+            "Empty: the Variable openbanking_conn_ids (JSON list), else ['openbanking_default'].",
+        ),
+        "consents_per_shard": Param(
+            DEFAULT_CONSENTS_PER_SHARD,
+            type="integer",
+            minimum=1,
+            description="About how many consents one shard (one task instance per dataset) covers.",
         ),
     },
     tags=["openbanking", "example"],
@@ -62,30 +73,37 @@ from airflow_provider_openbanking.operators.openbanking import (
 )
 def openbanking_customer_profile() -> None:
     @task
-    def consent_conn_ids(params: dict[str, Any] | None = None) -> list[str]:
-        """The connections (consents) this run covers."""
-        return resolve_conn_ids((params or {}).get("conn_ids"))
+    def plan_shards(params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """One entry per shard of every connection's consents."""
+        params = params or {}
+        return shard_plan(resolve_conn_ids(params.get("conn_ids")), params.get("consents_per_shard"))
 
-    @task_group(group_id="consent")
-    def consent(conn_id: str) -> None:
-        """Per consent: wait for a usable consent, then land the profile datasets in parallel."""
-        common: dict[str, Any] = {"openbanking_conn_id": conn_id, "pool": POOL}
-        consent_sensor(conn_id) >> [
-            OpenBankingCustomerOperator(
-                task_id="land_customer", outlets=[landed_asset("customer")], **common
-            ),
-            OpenBankingAccountContactOperator(
-                task_id="land_contacts", outlets=[landed_asset("contacts")], **common
-            ),
-            OpenBankingPaymentNetworksOperator(
-                task_id="land_payment_networks", outlets=[landed_asset("payment_networks")], **common
-            ),
-            OpenBankingHoldingsOperator(
-                task_id="land_holdings", outlets=[landed_asset("holdings")], **common
-            ),
-        ]
+    @task_group(group_id="shard")
+    def shard(openbanking_conn_id: str, shard_index: int, shard_count: int) -> None:
+        """Per shard: land the profile datasets of its consents, in parallel."""
+        common: dict[str, Any] = {
+            "openbanking_conn_id": openbanking_conn_id,
+            "shard_index": shard_index,
+            "shard_count": shard_count,
+            "max_workers": SHARD_WORKERS,
+            "pool": POOL,
+            "map_index_template": "{{ task.openbanking_conn_id }} shard {{ task.shard_index }} of "
+            "{{ task.shard_count }}",
+        }
+        OpenBankingCustomerOperator(task_id="land_customer", outlets=[landed_asset("customer")], **common)
+        OpenBankingAccountContactOperator(
+            task_id="land_contacts", outlets=[landed_asset("contacts")], **common
+        )
+        OpenBankingPaymentNetworksOperator(
+            task_id="land_payment_networks", outlets=[landed_asset("payment_networks")], **common
+        )
+        OpenBankingHoldingsOperator(task_id="land_holdings", outlets=[landed_asset("holdings")], **common)
 
-    consent.expand(conn_id=consent_conn_ids())
+    @task(trigger_rule=TriggerRule.NONE_FAILED)
+    def all_consents_ok() -> None:
+        """Runs only if every shard landed every consent: otherwise the run ends failed."""
+
+    shard.expand_kwargs(plan_shards()) >> all_consents_ok()
 
 
 openbanking_customer_profile()

@@ -1,10 +1,14 @@
 """
 ### Open Banking: monthly statements (lists and PDFs)
 
-Once a month, for each consent (one `openbanking` connection per consent): wait for a usable
-consent, then land every account's statement list of the month (JSON Lines) and download each
-statement's PDF (streamed, written atomically) under
-`statement_files/conn_id=…/interval=…/account_id=…/<statementId>.pdf`.
+Once a month, for every consent of every connection in `conn_ids`: land every account's statement
+list of the month (JSON Lines) and download each statement's PDF (streamed, written atomically)
+under `statement_files/conn_id=…/consent_id=…/interval=…/account_id=…/<statementId>.pdf`.
+
+Mapped over shards of each connection's consents (param `consents_per_shard`), as
+`openbanking_accounts_transactions`: **plan_shards**, then one **land_statements** per shard
+(`shards + 2` task instances per run), then **all_consents_ok**. A dead consent is recorded in its
+shard and does not stop the others; a retry of a shard redoes only the consents that did not land.
 
 API tasks run in the pool `openbanking_api`. Param `conn_ids` as in
 `openbanking_accounts_transactions` (empty: Variable `openbanking_conn_ids`, else
@@ -16,13 +20,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, task, task_group
+from airflow.sdk import CronDataIntervalTimetable, Param, TriggerRule, dag, task
 
 from airflow_provider_openbanking.example_dags_support import (
+    DEFAULT_CONSENTS_PER_SHARD,
     POOL,
-    consent_sensor,
+    SHARD_WORKERS,
     landed_asset,
     resolve_conn_ids,
+    shard_plan,
 )
 from airflow_provider_openbanking.operators.openbanking import OpenBankingStatementsOperator
 
@@ -45,8 +51,14 @@ from airflow_provider_openbanking.operators.openbanking import OpenBankingStatem
             None,
             type=["null", "array"],
             items={"type": "string"},
-            description="openbanking connection ids, one per consent. Empty: the Variable "
-            "openbanking_conn_ids (JSON list), else ['openbanking_default'].",
+            description="openbanking connection ids (API clients); every consent of each is covered. "
+            "Empty: the Variable openbanking_conn_ids (JSON list), else ['openbanking_default'].",
+        ),
+        "consents_per_shard": Param(
+            DEFAULT_CONSENTS_PER_SHARD,
+            type="integer",
+            minimum=1,
+            description="About how many consents one shard (one task instance) covers.",
         ),
     },
     tags=["openbanking", "example"],
@@ -54,23 +66,25 @@ from airflow_provider_openbanking.operators.openbanking import OpenBankingStatem
 )
 def openbanking_statements() -> None:
     @task
-    def consent_conn_ids(params: dict[str, Any] | None = None) -> list[str]:
-        """The connections (consents) this run covers."""
-        return resolve_conn_ids((params or {}).get("conn_ids"))
+    def plan_shards(params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """One entry per shard of every connection's consents."""
+        params = params or {}
+        return shard_plan(resolve_conn_ids(params.get("conn_ids")), params.get("consents_per_shard"))
 
-    @task_group(group_id="consent")
-    def consent(conn_id: str) -> None:
-        """Per consent: wait for a usable consent, then land the month's statements and files."""
-        statements = OpenBankingStatementsOperator(
-            task_id="land_statements",
-            openbanking_conn_id=conn_id,
-            download=True,
-            pool=POOL,
-            outlets=[landed_asset("statements"), landed_asset("statement_files")],
-        )
-        consent_sensor(conn_id) >> statements
+    statements = OpenBankingStatementsOperator.partial(
+        task_id="land_statements",
+        download=True,
+        max_workers=SHARD_WORKERS,
+        pool=POOL,
+        outlets=[landed_asset("statements"), landed_asset("statement_files")],
+        map_index_template="{{ task.openbanking_conn_id }} shard {{ task.shard_index }} of {{ task.shard_count }}",
+    ).expand_kwargs(plan_shards())
 
-    consent.expand(conn_id=consent_conn_ids())
+    @task(trigger_rule=TriggerRule.NONE_FAILED)
+    def all_consents_ok() -> None:
+        """Runs only if every shard landed every consent: otherwise the run ends failed."""
+
+    statements >> all_consents_ok()
 
 
 openbanking_statements()

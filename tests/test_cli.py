@@ -178,8 +178,8 @@ def _fast_rejection(monkeypatch: pytest.MonkeyPatch) -> None:
     nothing rotates here, so cut that wait short (test speed only)."""
     original = OpenBankingHook._wait_for_newer_refresh_token
 
-    def quick(self: OpenBankingHook, tried: set[str], deadline: float) -> str | None:
-        return original(self, tried, min(deadline, time.monotonic() + 0.2))
+    def quick(self: OpenBankingHook, tried: set[str], deadline: float, *args: Any) -> Any:
+        return original(self, tried, min(deadline, time.monotonic() + 0.2), *args)
 
     monkeypatch.setattr(OpenBankingHook, "_wait_for_newer_refresh_token", quick)
 
@@ -383,7 +383,7 @@ def test_busy_port_is_a_clear_error(make_conn):
         ({"password": "wrong-secret"}, (), "login/password"),
         ({"redirect_uri": None}, (), "has no redirect_uri"),
         ({}, ("--scopes", "ACCOUNT_BASIC NOPE"), "unknown scope(s) NOPE"),
-        ({"token_store": "memory"}, (), "token_store 'memory'"),
+        ({"token_store": "memory"}, (), "consent_store 'memory'"),
     ],
 )
 def test_bad_setup_fails_before_the_customer_is_involved(make_conn, overrides, argv, expected):
@@ -459,7 +459,9 @@ def test_status_lifecycle(make_conn, sandbox):
     rc, out, err = run_cli("status", "--check-scopes")
     assert rc == 0, out + err
     assert "State:          ok" in out and "Scopes:         ACCOUNT_BASIC" in out
-    assert "Idle lapse:     in 30 day(s)" in out and "Last refresh:" in out
+    # The new process shares the access token the authorization stored (no refresh grant yet),
+    # so there is no "Last refresh" line; the idle clock runs from the authorization.
+    assert "Idle lapse:     in 30 day(s)" in out
     token = stored_refresh_token(conn_id)
     assert token not in out
 
@@ -472,7 +474,9 @@ def test_status_lifecycle(make_conn, sandbox):
     sandbox.revoke_consent(customer_id="cust-0001")
     clear_token_cache()
     rc, out, _ = run_cli("status", "--json")
-    assert rc == cli.EXIT_NO_CONSENT and json.loads(out)["state"] == "refresh_rejected"
+    # the shared access token still answers, with 602 (revoked); a refresh would be rejected
+    assert rc == cli.EXIT_NO_CONSENT and json.loads(out)["state"] in ("revoked", "refresh_rejected")
+    assert "Idle lapse" not in run_cli("status")[1]  # a dead consent has no idle clock
 
 
 def test_status_scope_missing(make_conn):
@@ -504,8 +508,8 @@ def test_revoke(openbanking_conn, sandbox):
     assert "Consent revoked at the server" in out and "still holds a refresh_token extra" in out
     assert stored_refresh_token(openbanking_conn) is None
     clear_token_cache()
-    rc, out, _ = run_cli("status")
-    assert rc == cli.EXIT_NO_CONSENT and "refresh_rejected" in out
+    rc, out, _ = run_cli("status")  # the store remembers the revocation: no call needed
+    assert rc == cli.EXIT_NO_CONSENT and "State:          revoked" in out and "Idle lapse" not in out
 
     clear_token_cache()
     rc, out, _ = run_cli("revoke", "--yes")  # again: the server no longer knows it
@@ -593,7 +597,7 @@ def test_next_dag_run_uses_the_new_consent(fresh_conn, sandbox, tmp_path):
     from tests.operators.dagrun_helpers import UTC, run_dag
 
     assert authorize()[0] == 0
-    clear_token_cache()  # the tasks must refresh from the token store, as a new worker would
+    clear_token_cache()  # the tasks must work from the consent store, as a new worker would
     grants_before = sandbox.counters()["token_grants"]["refresh_token"]
     with DAG("ob_cli_next_run", schedule=None, start_date=dt.datetime(2026, 11, 1, tzinfo=UTC)) as dag:
         wait = OpenBankingTokenSensor(
@@ -607,7 +611,8 @@ def test_next_dag_run_uses_the_new_consent(fresh_conn, sandbox, tmp_path):
     assert result.states == {"wait_for_consent": "success", "accounts": "success"}
     files = list(tmp_path.rglob("*.jsonl"))
     assert len(files) == 1 and len(files[0].read_text().splitlines()) == 6
-    assert sandbox.counters()["token_grants"]["refresh_token"] > grants_before
+    # the tasks share the access token the authorization stored (consent store): no grant at all
+    assert sandbox.counters()["token_grants"]["refresh_token"] == grants_before
 
 
 def test_listener_takes_one_callback_on_its_path_only():

@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from airflow_provider_openbanking import consent as consent_module
 from airflow_provider_openbanking.consent import (
     ConsentStatus,
     consent_status,
@@ -15,8 +14,9 @@ from airflow_provider_openbanking.consent import (
     health_record,
     summarize_health,
 )
+from airflow_provider_openbanking.consents import ConsentRecord, fingerprint
+from airflow_provider_openbanking.consents import health as consent_module
 from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook, clear_token_cache
-from airflow_provider_openbanking.token_store import TokenRecord, fingerprint
 from tests.fixtures_openbanking import stored_refresh_token
 from tests.test_cli import _fast_rejection  # noqa: F401  (autouse fixture)
 
@@ -50,7 +50,7 @@ def test_no_consent(make_conn):
 def test_refresh_rejected(openbanking_conn, sandbox):
     sandbox.revoke_consent(customer_id="cust-0001")
     status = consent_status(OpenBankingHook(openbanking_conn))
-    assert status.state == "refresh_rejected" and status.needs_authorization
+    assert status.state == "refresh_rejected" and status.needs_authorization, status.message
     assert "authorize" in status.message and "HTTP 400" in status.message
 
 
@@ -126,8 +126,10 @@ def test_idle_clock_is_reported_before_and_after_the_check(openbanking_conn):
     hook = OpenBankingHook(openbanking_conn)
     old = (dt.datetime.now(UTC) - dt.timedelta(days=12)).isoformat(timespec="seconds")
     token = hook.config.refresh_token
-    record = TokenRecord(token, origin=fingerprint(token), updated_at=old, last_refresh_at=old)
-    hook.token_store.save(openbanking_conn, record)
+    record = ConsentRecord(
+        openbanking_conn, refresh_token=token, origin=fingerprint(token), updated_at=old, last_refresh_at=old
+    )
+    hook.consent_store.save(record)
     status = consent_status(hook)
     assert status.ok and f"before, it was last used at {old}" in status.message
     assert status.days_until_idle_lapse == 30.0 and status.last_refresh_at != old
@@ -155,8 +157,10 @@ def test_fresh_process_reads_the_store(openbanking_conn):
 
 def _backdate_store(conn_id: str, token: str, days: float) -> str:
     when = (dt.datetime.now(UTC) - dt.timedelta(days=days)).isoformat(timespec="seconds")
-    record = TokenRecord(token, origin=fingerprint(token), updated_at=when, last_refresh_at=when)
-    OpenBankingHook(conn_id).token_store.save(conn_id, record)
+    record = ConsentRecord(
+        conn_id, refresh_token=token, origin=fingerprint(token), updated_at=when, last_refresh_at=when
+    )
+    OpenBankingHook(conn_id).consent_store.save(record)
     return when
 
 

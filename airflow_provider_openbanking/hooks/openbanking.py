@@ -3,13 +3,24 @@
 The hook owns the connection, the OAuth lifecycle (client-credentials token for ``/providers``, the
 ``/authorize`` URL and its callback, code exchange, refresh grant, revoke) and the access-token
 cache; it delegates sending to :mod:`~airflow_provider_openbanking.transport` (retries, error
-mapping) and list walking to :mod:`~airflow_provider_openbanking.pagination`. Operators, the sensor,
-the trigger and the CLI only call its methods.
+mapping), list walking to :mod:`~airflow_provider_openbanking.pagination` and keeping consents to
+:mod:`~airflow_provider_openbanking.consents`. Operators, the sensor, the trigger and the CLI only
+call its methods.
 
-Access tokens are cached per process and connection, shared by every hook instance and thread, and
-refreshed under a lock (N threads -> one refresh) a little before they expire, or once when the
-server answers 401 (not 602) -- also in the middle of a pagination, where the page is replayed.
-Refresh tokens that the server rotates are written to the token store before they are used again.
+A connection is one Data Recipient *client*; a hook acts for one of its *consents*
+(``consent_id``, default ``"default"`` = the connection's own ``refresh_token`` extra).
+:meth:`OpenBankingHook.for_consent` gives a hook of another consent that shares the configuration,
+the HTTP session and the client-credentials token. Every customer-token operation is per
+(connection, consent); two consents never share an access or refresh token.
+
+Access tokens are shared at two levels. In a process: one cache entry per (connection, consent),
+refreshed under a lock (N threads -> one refresh) a little before expiry, or once when the server
+answers 401 (not 602) -- also in the middle of a pagination, where the page is replayed. Across
+processes: the consent store keeps the current access token with its expiry, and a *refresh
+lease* in the store lets one process make the refresh grant while the others wait for the token
+it stores -- one refresh grant per consent per access-token lifetime, however many task processes
+use the consent. Refresh tokens that the server rotates are written to the store (compare-and-swap)
+before they are used again.
 """
 
 from __future__ import annotations
@@ -30,9 +41,23 @@ import requests
 from airflow.sdk import BaseHook
 
 if TYPE_CHECKING:
-    from airflow_provider_openbanking.consent import ConsentStatus
+    from airflow_provider_openbanking.consents.health import ConsentStatus
 
 from airflow_provider_openbanking.connection import CONN_TYPE, OpenBankingConfig, parse_connection
+from airflow_provider_openbanking.consents import masking
+from airflow_provider_openbanking.consents._airflow import get_connection
+from airflow_provider_openbanking.consents.factory import build_store
+from airflow_provider_openbanking.consents.record import (
+    ACTIVE,
+    DEFAULT_CONSENT_ID,
+    NEEDS_REAUTHORIZATION,
+    REVOKED,
+    ConsentRecord,
+    fingerprint,
+    now_iso,
+    validate_consent_id,
+)
+from airflow_provider_openbanking.consents.store import ConsentStore, ConsentStoreError
 from airflow_provider_openbanking.exceptions import (
     ApiError,
     AuthorizationCallbackError,
@@ -51,14 +76,7 @@ from airflow_provider_openbanking.fdx import (
     unwrap,
 )
 from airflow_provider_openbanking.pagination import PageStats, paginate
-from airflow_provider_openbanking.token_store import (
-    InMemoryTokenStore,
-    TokenRecord,
-    TokenStore,
-    VariableTokenStore,
-    fingerprint,
-    now_iso,
-)
+from airflow_provider_openbanking.ratelimit import client_key, rate_limiter_for
 from airflow_provider_openbanking.transport import RetryPolicy, Transport, path_segment
 
 log = logging.getLogger(__name__)
@@ -67,6 +85,8 @@ RESULT_TYPES = ("lightweight", "details")
 #: How long before expiry a cached access token is replaced (capped to a tenth of its lifetime, so
 #: short-lived tokens are used for 90% of their life; a 401 from a clock skew is refreshed and replayed).
 EXPIRY_SKEW_SECONDS = 30.0
+#: Poll interval while another process holds a consent's refresh lease.
+LEASE_POLL_SECONDS = 0.1
 
 
 @dataclass
@@ -95,10 +115,13 @@ class TokenResponse(dict):  # type: ignore[type-arg]
     __str__ = __repr__
 
 
-# Process-wide caches: every hook instance for the same connection shares one token and one lock.
+# Process-wide caches: every hook instance for the same (connection, consent) shares one token
+# and one lock.
 _CACHE: dict[str, _AccessToken] = {}
 _LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
+#: Fingerprints of access tokens the server refused (401): never taken from the store again.
+_REJECTED: set[str] = set()
 
 
 def _lock_for(key: str) -> threading.Lock:
@@ -110,9 +133,11 @@ def clear_token_cache() -> None:
     """Forget every cached access token of this process (tests, and after a revoke)."""
     with _LOCKS_GUARD:
         _CACHE.clear()
+        _REJECTED.clear()
 
 
 def _mask(secret: str | None) -> None:
+    """Register a connection-level secret (the client secret) with Airflow's masker."""
     if not secret:
         return
     try:
@@ -126,10 +151,17 @@ def _mask(secret: str | None) -> None:
 class _CachedTokenSource:
     """The transport's view of a cached token: ``get`` a valid one, ``invalidate`` a refused one."""
 
-    def __init__(self, key: str, obtain: Callable[[], _AccessToken], skew: Callable[[_AccessToken], float]):
+    def __init__(
+        self,
+        key: str,
+        obtain: Callable[[float], _AccessToken],
+        skew: Callable[[_AccessToken], float],
+        on_invalidate: Callable[[str], None] | None = None,
+    ):
         self.key = key
         self.obtain = obtain
         self.skew = skew
+        self.on_invalidate = on_invalidate
 
     def current(self, min_ttl: float = 0.0) -> _AccessToken:
         cached = _CACHE.get(self.key)
@@ -139,7 +171,7 @@ class _CachedTokenSource:
             cached = _CACHE.get(self.key)  # another thread may have refreshed while we waited
             if cached is not None and cached.seconds_left() > self.skew(cached) + min_ttl:
                 return cached
-            fresh = self.obtain()
+            fresh = self.obtain(min_ttl)
             _CACHE[self.key] = fresh
             return fresh
 
@@ -151,17 +183,22 @@ class _CachedTokenSource:
             cached = _CACHE.get(self.key)
             if cached is not None and cached.token == token:
                 del _CACHE[self.key]
+        if self.on_invalidate is not None:
+            self.on_invalidate(token)
 
 
 class OpenBankingHook(BaseHook):
-    """Interact with the Flinks Open Banking API (FDX 5) as a Data Recipient.
+    """Interact with the Flinks Open Banking API (FDX 5) as a Data Recipient, for one consent.
 
     :param openbanking_conn_id: id of an ``openbanking`` connection (host = API base URL,
         login = client id, password = client secret, extras: ``refresh_token``, ``provider_id``,
-        ``scopes``, ``redirect_uri``, ``token_path``, ``fdx_base_path``, ``timeout``,
+        ``scopes``, ``redirect_uri``, ``consent_store``, ``consent_store_conn_id``, ``timeout``,
         ``page_size``, ``verify``, ...).
-    :param token_store: where rotated refresh tokens are kept; default from the connection's
-        ``token_store`` extra (``variable``, the default, or ``memory``).
+    :param consent_id: the consent this hook acts for (default ``"default"``: the connection's
+        ``refresh_token`` extra, or what ``airflow-openbanking authorize`` stored).
+    :param consent_store: where consents live; default from the connection's ``consent_store``
+        extra (``variable``, the default; ``sql``; ``memory``; a dotted class path).
+        ``token_store`` is the 0.x name of this argument.
     :param retry: override the connection's retry bounds.
     """
 
@@ -173,20 +210,25 @@ class OpenBankingHook(BaseHook):
     def __init__(
         self,
         openbanking_conn_id: str = default_conn_name,
+        consent_id: str | None = None,
         *,
-        token_store: TokenStore | None = None,
+        consent_store: ConsentStore | None = None,
+        token_store: ConsentStore | None = None,
         retry: RetryPolicy | None = None,
         pool_size: int = 16,
     ) -> None:
         super().__init__()
         self.openbanking_conn_id = openbanking_conn_id
-        self._token_store = token_store
+        self.consent_id = validate_consent_id(DEFAULT_CONSENT_ID if consent_id is None else consent_id)
+        self._consent_store = consent_store if consent_store is not None else token_store
         self._retry = retry
         self._pool_size = pool_size
         self._secrets: set[str] = set()
+        self._owns_transport = True
+        self._lease_owner = uuid.uuid4().hex
 
     def __repr__(self) -> str:
-        return f"OpenBankingHook(openbanking_conn_id={self.openbanking_conn_id!r})"
+        return f"OpenBankingHook(openbanking_conn_id={self.openbanking_conn_id!r}, consent_id={self.consent_id!r})"
 
     # -- connection form (legacy path; Airflow 3.2+ reads get_provider_info first) -------------
 
@@ -204,14 +246,18 @@ class OpenBankingHook(BaseHook):
 
     @cached_property
     def config(self) -> OpenBankingConfig:
-        """The parsed connection; raises :class:`ConnectionConfigError` naming a bad field."""
-        conn = self.get_connection(self.openbanking_conn_id)
+        """The parsed connection; raises :class:`ConnectionConfigError` naming a bad field.
+
+        The connection is looked up wherever Airflow keeps it (in a task through the Task SDK;
+        elsewhere, e.g. the CLI, through secrets backends, ``AIRFLOW_CONN_*`` and the metadata DB).
+        """
+        conn = get_connection(self.openbanking_conn_id)
         if conn.conn_type and conn.conn_type != CONN_TYPE:
             raise ConnectionConfigError(
                 self.openbanking_conn_id, "conn_type", f"is {conn.conn_type!r}; expected {CONN_TYPE!r}"
             )
         cfg = parse_connection(conn)
-        self._remember_secret(cfg.client_secret)
+        self._remember_secret(cfg.client_secret, connection_level=True)
         self._remember_secret(cfg.refresh_token)
         return cfg
 
@@ -230,50 +276,83 @@ class OpenBankingHook(BaseHook):
             pool_size=self._pool_size,
             conn_id=cfg.conn_id,
             max_response_bytes=cfg.max_response_bytes,
+            rate_limiter=rate_limiter_for(
+                client_key(cfg.base_url, cfg.client_id), cfg.max_requests_per_second
+            ),
         )
 
     @cached_property
-    def token_store(self) -> TokenStore:
-        if self._token_store is not None:
-            return self._token_store
-        kind = self.config.token_store
-        if kind == "variable":
-            return VariableTokenStore()
-        if kind == "memory":
-            return InMemoryTokenStore()
-        if "." in kind:
-            from airflow.utils.module_loading import import_string
+    def consent_store(self) -> ConsentStore:
+        """The :class:`~airflow_provider_openbanking.consents.ConsentStore` of the connection."""
+        if self._consent_store is not None:
+            return self._consent_store
+        cfg = self.config
+        try:
+            return build_store(
+                cfg.consent_store,
+                sql_conn_id=cfg.consent_store_conn_id,
+                fernet_conn_id=cfg.consent_store_fernet_conn_id,
+            )
+        except ConsentStoreError as exc:
+            field = "consent_store_conn_id" if cfg.consent_store == "sql" else "consent_store"
+            raise ConnectionConfigError(self.openbanking_conn_id, field, str(exc)) from None
 
-            store = import_string(kind)()
-            if not isinstance(store, TokenStore):
-                raise ConnectionConfigError(
-                    self.openbanking_conn_id, "token_store", f"{kind} is not a TokenStore"
-                )
-            return store
-        raise ConnectionConfigError(
+    @property
+    def token_store(self) -> ConsentStore:
+        """The 0.x name of :attr:`consent_store`."""
+        return self.consent_store
+
+    def for_consent(self, consent_id: str) -> OpenBankingHook:
+        """A hook of the same connection for ``consent_id``, sharing the configuration, the consent
+        store, the HTTP session and the client-credentials token (cheap: no lookup, no new pool)."""
+        other = OpenBankingHook(
             self.openbanking_conn_id,
-            "token_store",
-            f"must be 'variable', 'memory' or a dotted class path, got {kind!r}",
+            consent_id,
+            consent_store=self.consent_store,
+            retry=self._retry,
+            pool_size=self._pool_size,
         )
+        other.__dict__["config"] = self.config
+        other._secrets = self._secrets  # connection-level secrets (the client secret)
+        if "transport" in self.__dict__:
+            other.__dict__["transport"] = self.transport
+            other._owns_transport = False
+        return other
+
+    def consent_ids(self) -> list[str]:
+        """Every consent of the connection, sorted: the store's ids, plus ``default`` when the
+        connection has a ``refresh_token`` extra."""
+        ids = set(self.consent_store.consent_ids(self.openbanking_conn_id))
+        if self.config.refresh_token:
+            ids.add(DEFAULT_CONSENT_ID)
+        return sorted(ids)
 
     def get_conn(self) -> requests.Session:
         """The hook's keep-alive session (for callers that need raw access)."""
         return self.transport.session
 
     def close(self) -> None:
-        """Close the HTTP session (idempotent)."""
-        if "transport" in self.__dict__:
+        """Close the HTTP session (idempotent; a hook from :meth:`for_consent` leaves it to its parent)."""
+        if "transport" in self.__dict__ and self._owns_transport:
             self.transport.close()
 
     # -- secrets ---------------------------------------------------------------------------------
 
-    def _remember_secret(self, secret: str | None) -> None:
-        if secret and secret not in self._secrets:
+    def _remember_secret(self, secret: str | None, *, connection_level: bool = False) -> None:
+        """Keep ``secret`` out of logs and messages. Customer tokens go to the process-wide
+        :data:`~airflow_provider_openbanking.consents.masking.REDACTOR` (O(1) per token);
+        connection-level secrets (one per connection) to Airflow's masker as well."""
+        if not secret:
+            return
+        masking.REDACTOR.add(secret)
+        if connection_level and secret not in self._secrets:
             self._secrets.add(secret)
             _mask(secret)
+            masking.install()
 
     def redact(self, text: str) -> str:
-        """Replace every secret this hook has seen by ``***`` (for error messages)."""
+        """Replace every secret this process has seen by ``***`` (for error messages)."""
+        text = masking.REDACTOR.redact(text)
         for secret in self._secrets:
             if secret and secret in text:
                 text = text.replace(secret, "***")
@@ -313,58 +392,221 @@ class OpenBankingHook(BaseHook):
 
     def _cache_key(self, kind: str) -> str:
         cfg = self.config
-        return f"{kind}|{cfg.conn_id}|{cfg.base_url}|{cfg.client_id}"
+        key = f"{kind}|{cfg.conn_id}|{cfg.base_url}|{cfg.client_id}"
+        return f"{key}|{self.consent_id}" if kind == "customer" else key
 
     @cached_property
     def _customer_tokens(self) -> _CachedTokenSource:
-        return _CachedTokenSource(self._cache_key("customer"), self._refresh_access_token, self._skew)
+        return _CachedTokenSource(
+            self._cache_key("customer"), self._obtain_customer_token, self._skew, self._forget_access_token
+        )
 
     @cached_property
     def _client_tokens(self) -> _CachedTokenSource:
         return _CachedTokenSource(self._cache_key("client"), self._client_credentials_token, self._skew)
 
-    def _client_credentials_token(self) -> _AccessToken:
+    def _client_credentials_token(self, min_ttl: float = 0.0) -> _AccessToken:
         data = self._token_request({"grant_type": "client_credentials"})
         return self._to_access_token(data)
 
-    # -- refresh tokens and the store ------------------------------------------------------------
+    # -- the consent's record ---------------------------------------------------------------------
+
+    def _load_record(self) -> ConsentRecord | None:
+        record = self.consent_store.load(self.openbanking_conn_id, self.consent_id)
+        if record is not None:
+            self._remember_secret(record.refresh_token)
+            self._remember_secret(record.access_token)
+        return record
+
+    def _chain(self, record: ConsentRecord | None) -> ConsentRecord | None:
+        """The stored record when it belongs to the consent's current chain, else None.
+
+        For ``default``: a stored record descends from the connection's ``refresh_token`` extra
+        (same origin fingerprint); a different token put into the connection (a new consent) wins.
+        """
+        if record is None:
+            return None
+        if self.consent_id != DEFAULT_CONSENT_ID:
+            return record
+        conn_fp = fingerprint(self.config.refresh_token)
+        return record if conn_fp is None or record.origin == conn_fp else None
+
+    def _template(self) -> ConsentRecord | None:
+        """The record of a ``default`` consent that only the connection knows about yet."""
+        cfg = self.config
+        if self.consent_id != DEFAULT_CONSENT_ID or not cfg.refresh_token:
+            return None
+        return ConsentRecord(
+            conn_id=cfg.conn_id,
+            consent_id=DEFAULT_CONSENT_ID,
+            refresh_token=cfg.refresh_token,
+            origin=fingerprint(cfg.refresh_token),
+            provider_id=cfg.provider_id,
+        )
+
+    def _no_consent(self, detail: str) -> ConsentRequiredError:
+        where = "" if self.consent_id == DEFAULT_CONSENT_ID else f" consent {self.consent_id!r}"
+        return ConsentRequiredError(
+            f"{self.openbanking_conn_id}{where}",
+            None,
+            None,
+            detail,
+            hint=ConsentRequiredError.hint_for(self.config.conn_id),
+        )
+
+    def _token_of(self, record: ConsentRecord | None) -> str:
+        """The refresh token to use: the chain's stored one, else the connection's (``default``)."""
+        chain = self._chain(record)
+        if chain is not None:
+            if chain.state == REVOKED or not chain.refresh_token:
+                raise self._no_consent(
+                    f"the consent was revoked{' at ' + chain.updated_at if chain.updated_at else ''}: "
+                    "the customer must authorize again"
+                )
+            return chain.refresh_token
+        if self.consent_id == DEFAULT_CONSENT_ID and self.config.refresh_token:
+            return self.config.refresh_token
+        if self.consent_id == DEFAULT_CONSENT_ID:
+            detail = "no refresh token: the connection has no 'refresh_token' and the consent store has none"
+        else:
+            detail = (
+                f"no consent {self.consent_id!r} in the consent store: import it "
+                f"(`airflow-openbanking consents import --conn-id {self.openbanking_conn_id} FILE`) "
+                "or authorize it"
+            )
+        raise self._no_consent(detail)
+
+    def stored_consent(self) -> ConsentRecord | None:
+        """This consent's stored record, when it belongs to the current chain (no secret in repr)."""
+        return self._chain(self._load_record())
 
     def current_refresh_token(self) -> str:
-        """The newest refresh token: the store's, unless the connection holds a newer consent."""
-        cfg = self.config
-        record = self.token_store.load(cfg.conn_id)
-        conn_fp = fingerprint(cfg.refresh_token)
-        if record is not None and (conn_fp is None or record.origin == conn_fp):
-            self._remember_secret(record.refresh_token)
-            return record.refresh_token
-        if cfg.refresh_token:
-            return cfg.refresh_token
-        raise ConsentRequiredError(
-            f"{self.openbanking_conn_id}",
-            None,
-            None,
-            "no refresh token: the connection has no 'refresh_token' and the token store has none",
-            hint=ConsentRequiredError.hint_for(cfg.conn_id),
-        )
+        """The newest refresh token of this consent (the store's, unless the connection holds a
+        newer ``default`` consent)."""
+        return self._token_of(self._load_record())
 
-    def _store_refresh_token(self, token: str, *, refreshed: bool, scopes: str | None = None) -> None:
-        cfg = self.config
-        record = TokenRecord(
-            refresh_token=token,
-            origin=fingerprint(cfg.refresh_token),
-            last_refresh_at=now_iso() if refreshed else None,
-            scopes=scopes,
+    def _usable(self, record: ConsentRecord | None, min_ttl: float) -> _AccessToken | None:
+        """The access token stored in ``record`` if it still has ``min_ttl`` (+ skew) seconds."""
+        record = self._chain(record)
+        if record is None or not record.access_token or record.state != ACTIVE:
+            return None
+        if fingerprint(record.access_token) in _REJECTED:
+            return None
+        token = _AccessToken(
+            record.access_token,
+            record.access_token_expires_at or 0.0,
+            record.access_token_scope,
+            record.access_token_lifetime or 300.0,
         )
-        self.token_store.save(cfg.conn_id, record)
+        if token.seconds_left() > self._skew(token) + min_ttl:
+            return token
+        return None
 
-    def _refresh_access_token(self) -> _AccessToken:
+    def _forget_access_token(self, token: str) -> None:
+        """The server refused ``token`` (401): never take it from the store again."""
+        _REJECTED.add(fingerprint(token) or "")
+
+    def _lease_seconds(self) -> float:
+        return self.config.timeout + 5.0
+
+    def _obtain_customer_token(self, min_ttl: float = 0.0) -> _AccessToken:
+        """An access token for this consent: the store's when another process refreshed it, else
+        one refresh grant made under the consent's lease (see the module docstring)."""
+        store, conn_id = self.consent_store, self.openbanking_conn_id
+        record = self._load_record()
+        shared = self._usable(record, min_ttl)
+        if shared is not None:
+            return shared
+        self._token_of(record)  # no consent at all: fail now, without a lease
+        template = self._template()
+        held = False
+        deadline = time.monotonic() + self._lease_seconds()
+        while True:
+            try:
+                held, record = store.acquire_lease(
+                    conn_id, self.consent_id, self._lease_owner, self._lease_seconds(), template=template
+                )
+            except ConsentStoreError:
+                raise
+            shared = self._usable(record, min_ttl)
+            if shared is not None:
+                if held:
+                    store.release_lease(conn_id, self.consent_id, self._lease_owner)
+                return shared
+            if held or record is None:
+                break
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "Consent %r of %s: another process held the refresh lease for %.0fs; refreshing anyway",
+                    self.consent_id,
+                    conn_id,
+                    self._lease_seconds(),
+                )
+                break
+            time.sleep(LEASE_POLL_SECONDS)
+        try:
+            return self._refresh_access_token(record, min_ttl)
+        finally:
+            if held:
+                store.release_lease(conn_id, self.consent_id, self._lease_owner)
+
+    def _save_grant(self, used: str, data: dict[str, Any], access: _AccessToken) -> None:
+        """Write the grant's outcome (rotated refresh token, access token) by compare-and-swap."""
+        cfg = self.config
+        new_refresh = data.get("refresh_token") or used
+        now = now_iso()
+
+        def change(current: ConsentRecord | None) -> ConsentRecord | None:
+            chain = self._chain(current)
+            if chain is not None and chain.refresh_token not in (used, new_refresh) and chain.state == ACTIVE:
+                # Someone stored another token meanwhile (an import, another chain): keep theirs,
+                # share only our access token if it outlives theirs.
+                if (chain.access_token_expires_at or 0) >= access.expires_at:
+                    return None
+                return chain.replace(
+                    access_token=access.token,
+                    access_token_expires_at=access.expires_at,
+                    access_token_lifetime=access.lifetime,
+                    access_token_scope=access.scope,
+                )
+            base = chain or current or self._template() or ConsentRecord(cfg.conn_id, self.consent_id)
+            origin = base.origin
+            if self.consent_id == DEFAULT_CONSENT_ID and cfg.refresh_token:
+                origin = fingerprint(cfg.refresh_token)
+            elif origin is None:
+                origin = fingerprint(used)
+            lease_owner = base.lease_owner if base.lease_owner != self._lease_owner else None
+            return base.replace(
+                refresh_token=new_refresh,
+                origin=origin,
+                state=ACTIVE,
+                scopes=data.get("scope") or base.scopes,
+                updated_at=now,
+                last_refresh_at=now,
+                access_token=access.token,
+                access_token_expires_at=access.expires_at,
+                access_token_lifetime=access.lifetime,
+                access_token_scope=access.scope,
+                lease_owner=lease_owner,
+                lease_until=base.lease_until if lease_owner else None,
+                version=current.version if current is not None else 0,
+            )
+
+        self.consent_store.update(cfg.conn_id, self.consent_id, change)
+
+    def _refresh_access_token(
+        self, record: ConsentRecord | None = None, min_ttl: float = 0.0
+    ) -> _AccessToken:
         """Refresh grant. Persists a rotated refresh token before anything else uses it.
 
         A rejected refresh token is retried with the store's newest token when another process
-        rotated it meanwhile; only when the store has nothing newer does the consent count as lost.
+        rotated it meanwhile (or its access token is used, when it stored one); only when the store
+        has nothing newer does the consent count as lost (state ``needs_reauthorization``).
         """
         tried: set[str] = set()
-        token = self.current_refresh_token()
+        record = record if record is not None else self._load_record()
+        token = self._token_of(record)
+        stale = record.access_token if record is not None else None
         deadline = time.monotonic() + self.config.rotation_wait
         while True:
             tried.add(token)
@@ -375,7 +617,12 @@ class OpenBankingHook(BaseHook):
                     raise self._client_error(exc) from None
                 if exc.status not in (400, 401, 403):
                     raise
-                newer = self._wait_for_newer_refresh_token(tried, deadline)
+                newer, shared = self._wait_for_newer_refresh_token(tried, deadline, stale, min_ttl)
+                if shared is not None:
+                    log.info(
+                        "Consent %r: another worker refreshed it; using its access token", self.consent_id
+                    )
+                    return shared
                 if newer is not None:
                     log.info("Refresh token was rotated by another worker; retrying with the stored one")
                     token = newer
@@ -383,25 +630,46 @@ class OpenBankingHook(BaseHook):
                     # workers rotating one after the other converges instead of timing out.
                     deadline = time.monotonic() + self.config.rotation_wait
                     continue
+                self._mark_rejected(token, exc.code or f"http_{exc.status}")
                 raise exc.recast(
                     ConsentRequiredError,
                     api_message="the refresh token was rejected (revoked, lapsed after 30 idle days, or already rotated)",
                     hint=ConsentRequiredError.hint_for(self.openbanking_conn_id),
                 ) from None
+            access = self._to_access_token(data)
+            self._save_grant(token, data, access)
             new_refresh = data.get("refresh_token")
-            self._store_refresh_token(new_refresh or token, refreshed=True, scopes=data.get("scope"))
             if new_refresh and new_refresh != token:
-                log.info("Refresh token rotated; the new one is saved in the token store")
-            return self._to_access_token(data)
+                log.info("Refresh token rotated; the new one is saved in the consent store")
+            return access
 
-    def _wait_for_newer_refresh_token(self, tried: set[str], deadline: float) -> str | None:
-        while True:
-            record = self.token_store.load(self.openbanking_conn_id)
-            if record is not None and record.refresh_token not in tried:
-                self._remember_secret(record.refresh_token)
-                return record.refresh_token
-            if time.monotonic() >= deadline:
+    def _mark_rejected(self, token: str, code: str) -> None:
+        """The bank refused the consent's refresh token: the customer must authorize again."""
+
+        def change(current: ConsentRecord | None) -> ConsentRecord | None:
+            chain = self._chain(current)
+            if chain is None or chain.refresh_token != token:
                 return None
+            return chain.replace(state=NEEDS_REAUTHORIZATION, last_error=code, access_token=None)
+
+        try:
+            self.consent_store.update(self.openbanking_conn_id, self.consent_id, change)
+        except Exception:  # the refusal is what the caller must hear about
+            log.warning("Could not mark consent %r as needing re-authorization", self.consent_id)
+
+    def _wait_for_newer_refresh_token(
+        self, tried: set[str], deadline: float, stale: str | None = None, min_ttl: float = 0.0
+    ) -> tuple[str | None, _AccessToken | None]:
+        """A refresh token another process stored since (or the access token it got with it)."""
+        while True:
+            record = self._chain(self._load_record())
+            shared = self._usable(record, min_ttl)
+            if shared is not None and shared.token != stale:
+                return None, shared
+            if record is not None and record.refresh_token and record.refresh_token not in tried:
+                return record.refresh_token, None
+            if time.monotonic() >= deadline:
+                return None, None
             time.sleep(0.25)
 
     def _client_error(self, exc: ApiError) -> ConnectionConfigError:
@@ -410,6 +678,27 @@ class OpenBankingHook(BaseHook):
             "login/password",
             f"were rejected by {exc.endpoint} (HTTP {exc.status}, {exc.code}): check the client id and secret",
         )
+
+    # -- stamps ------------------------------------------------------------------------------------
+
+    def record_success(self) -> None:
+        """Stamp the consent's ``last_success_at`` (a data call for it succeeded)."""
+        self._stamp(last_success_at=now_iso())
+
+    def record_error(self, code: str) -> None:
+        """Stamp the consent's ``last_error`` with ``code`` (no secret: an error code)."""
+        self._stamp(last_error=str(code)[:200])
+
+    def _stamp(self, **fields: Any) -> None:
+        try:
+            if self.consent_store.stamp(self.openbanking_conn_id, self.consent_id, **fields) is None:
+                template = self._template()
+                if template is not None:  # the default consent, not stored yet
+                    self.consent_store.compare_and_swap(template.replace(**fields), 0)
+        except ConsentStoreError as exc:
+            log.warning(
+                "Could not stamp consent %r of %s: %s", self.consent_id, self.openbanking_conn_id, exc
+            )
 
     # -- OAuth: seed steps 1, 2, 3, 5 ------------------------------------------------------------
 
@@ -422,8 +711,8 @@ class OpenBankingHook(BaseHook):
         return self._customer_tokens.current(min_ttl=float("inf")).token
 
     def consent_status(self, check_scopes: bool = False, **kwargs: Any) -> ConsentStatus:
-        """Check this connection's consent without raising (see :func:`consent.consent_status`)."""
-        from airflow_provider_openbanking.consent import consent_status
+        """Check this consent without raising (see :func:`consents.health.consent_status`)."""
+        from airflow_provider_openbanking.consents.health import consent_status
 
         return consent_status(self, check_scopes, **kwargs)
 
@@ -531,9 +820,18 @@ class OpenBankingHook(BaseHook):
         return code
 
     def exchange_code(
-        self, code: str, redirect_uri: str | None = None, *, code_verifier: str | None = None
+        self,
+        code: str,
+        redirect_uri: str | None = None,
+        *,
+        code_verifier: str | None = None,
+        consent_id: str | None = None,
     ) -> TokenResponse:
-        """Seed step 3: trade the code for tokens; the refresh token goes to the token store."""
+        """Seed step 3: trade the code for tokens and store them as consent ``consent_id``
+        (default: this hook's). For an application backend that runs its own OAuth callback:
+        ``hook.exchange_code(code, consent_id="cust-42")`` and the next DAG run uses it."""
+        if consent_id is not None and consent_id != self.consent_id:
+            return self.for_consent(consent_id).exchange_code(code, redirect_uri, code_verifier=code_verifier)
         cfg = self.config
         self._remember_secret(code)
         redirect = redirect_uri or cfg.redirect_uri
@@ -554,38 +852,96 @@ class OpenBankingHook(BaseHook):
                     "must equal the one used at /authorize. Start the authorization again",
                 ) from None
             raise
+        access = self._to_access_token(data)
         refresh = data.get("refresh_token")
         if refresh:
-            self._store_refresh_token(refresh, refreshed=False, scopes=data.get("scope"))
+            now = now_iso()
+            previous = self.consent_store.load(cfg.conn_id, self.consent_id)
+            self.consent_store.save(
+                ConsentRecord(
+                    conn_id=cfg.conn_id,
+                    consent_id=self.consent_id,
+                    refresh_token=refresh,
+                    # default: descends from the connection's token (which it now overrides)
+                    origin=fingerprint(cfg.refresh_token) if self.consent_id == DEFAULT_CONSENT_ID else None,
+                    state=ACTIVE,
+                    scopes=data.get("scope"),
+                    provider_id=cfg.provider_id,
+                    created_at=previous.created_at if previous is not None else now,
+                    updated_at=now,
+                    access_token=access.token,
+                    access_token_expires_at=access.expires_at,
+                    access_token_lifetime=access.lifetime,
+                    access_token_scope=access.scope,
+                )
+            )
         with _lock_for(self._customer_tokens.key):
-            _CACHE[self._customer_tokens.key] = self._to_access_token(data)
+            _CACHE[self._customer_tokens.key] = access
         return data
 
     def revoke(self) -> None:
-        """Revoke the customer's consent at the server and forget the stored token."""
+        """Revoke the consent at the server, then mark it ``revoked`` in the store (its tokens are
+        wiped; the record stays so that ``consents list`` and the health check can tell)."""
         path = "/api/v1/revoke"
         try:
             self.transport.request_json("DELETE", path, token_source=self._customer_tokens)
         finally:
             with _lock_for(self._customer_tokens.key):
                 _CACHE.pop(self._customer_tokens.key, None)
+        self.forget_consent(state=REVOKED)
+
+    def forget_consent(self, *, state: str = REVOKED, error: str | None = None) -> None:
+        """Wipe the consent's tokens in the store and set ``state`` (no call to the bank)."""
+        cfg = self.config
+
+        def change(current: ConsentRecord | None) -> ConsentRecord | None:
+            base = current or self._template()
+            if base is None:
+                return None
+            return base.replace(
+                refresh_token=None,
+                access_token=None,
+                access_token_expires_at=None,
+                state=state,
+                last_error=error or base.last_error,
+                updated_at=now_iso(),
+                origin=fingerprint(cfg.refresh_token)
+                if self.consent_id == DEFAULT_CONSENT_ID
+                else base.origin,
+                lease_owner=None,
+                lease_until=None,
+            )
+
         try:
-            self.token_store.delete(self.openbanking_conn_id)
-        except Exception:
-            log.info("No stored refresh token to delete for %s", self.openbanking_conn_id)
+            self.consent_store.update(cfg.conn_id, self.consent_id, change)
+        except ConsentStoreError as exc:
+            log.warning("Could not mark consent %r of %s revoked: %s", self.consent_id, cfg.conn_id, exc)
+
+    def has_consent(self) -> bool:
+        """True when this consent has a usable refresh token (stored or the connection's)."""
+        try:
+            self.current_refresh_token()
+        except ConsentRequiredError:
+            return False
+        return True
 
     def test_connection(self) -> tuple[bool, str]:
         """The UI's Test button: client credentials, then (if there is one) the customer consent."""
         try:
             providers = self.get_providers()
             message = f"Client credentials OK ({len(providers)} data provider(s))"
-            if self.config.refresh_token or self.token_store.load(self.openbanking_conn_id):
+            if self.has_consent():
                 ttl = self.access_token_ttl()
                 message += f"; customer consent OK (access token valid for {ttl:.0f}s)"
             else:
                 message += "; no customer consent yet (run `airflow-openbanking authorize`)"
+            others = [
+                c for c in self.consent_store.consent_ids(self.openbanking_conn_id) if c != self.consent_id
+            ]
+            if others:
+                message += f"; {len(others)} other consent(s) stored"
             return True, message
-        except (OpenBankingError, requests.RequestException) as exc:
+        except (OpenBankingError, requests.RequestException, ConsentStoreError) as exc:
             return False, self.redact(str(exc))
 
     # -- FDX data: seed step 4 -------------------------------------------------------------------

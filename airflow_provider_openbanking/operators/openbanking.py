@@ -1,18 +1,33 @@
 """Operators that land Flinks Open Banking (FDX 5) data in object storage, one per endpoint.
 
-Every operator is a thin wrapper over :class:`~airflow_provider_openbanking.hooks.openbanking.OpenBankingHook`
-(auth, retries and pagination live there) and :mod:`~airflow_provider_openbanking.landing` (paths and
-atomic JSON Lines writes). What they add: the run's data interval, fan-out over accounts, skipping
-704/705 accounts, masking full account numbers, progress logs, a small XCom summary and lineage.
+Every operator is a thin declaration of what to fetch per consent and per account and where it
+lands. Auth, retries and pagination live in
+:class:`~airflow_provider_openbanking.hooks.openbanking.OpenBankingHook`; paths and atomic writes in
+:mod:`~airflow_provider_openbanking.landing`; working through many consents -- the bounded pool
+over consents x accounts, per-consent isolation, resume on retry, the bounded summary -- in
+:mod:`~airflow_provider_openbanking.batch`. What the operators add: the run's data interval, the
+endpoint calls, masking full account numbers, progress logs and lineage.
 
-The XCom return value (never records, never tokens)::
+Which consents a task covers (every per-customer operator):
+
+- default: the connection's ``default`` consent (its ``refresh_token`` extra), as before;
+- ``consent_ids=[…]``: those consents of the connection (templated);
+- ``shard_index=k, shard_count=n``: every consent of the connection whose stable hash falls in
+  shard ``k`` of ``n`` (how the example DAGs cover thousands of consents with a few tasks).
+
+The XCom return value is small (never records, never tokens)::
 
     {"dataset": "transactions", "conn_id": "openbanking_default",
      "interval_start": "2026-11-19T00:00:00+00:00", "interval_end": "2026-11-20T00:00:00+00:00",
      "query_start": "2026-11-05", "query_end": "2026-11-19",      # transactions/statements only
-     "paths": ["file:///…/account_id=acc-1.jsonl", …],
      "records": 812, "pages": 10,
-     "accounts": {"acc-1": {"records": 406, "pages": 5, "path": "file:///…"}, …},  # per-account datasets
+     "consents": {"selected": 300, "landed": 298, "resumed": 0, "failed": 2},
+     "counts": {"files": 1490, "blobs": 0, "records": …, "pages": …, "accounts_skipped": 3, …},
+     "failed": {"cust-17": "602", "cust-90": "transient_503"},     # at most 50 ids
+     "manifest": "file:///…/_manifests/transactions/…/shard=0003-of-0034.jsonl",   # batches only
+     # and, when the task covers exactly one consent, the details as before:
+     "consent_id": "default", "paths": ["file:///…/account_id=acc-1.jsonl", …],
+     "accounts": {"acc-1": {"records": 406, "pages": 5, "path": "file:///…"}, …},
      "skipped": {"acc-9": "704 Account type not supported"},
      "files": [...]}                                                # statement files (statements)
 """
@@ -20,17 +35,31 @@ The XCom return value (never records, never tokens)::
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from airflow_provider_openbanking.exceptions import AccountUnavailableError, ConsentRequiredError
+from airflow_provider_openbanking.batch import (
+    DEFAULT_CONSENT_ID,
+    BatchResult,
+    BatchRunner,
+    ConsentOutcome,
+    Landed,
+    check_shard,
+    failure_message,
+    parse_consent_ids,
+    select_consents,
+    summarize,
+)
+from airflow_provider_openbanking.exceptions import AccountUnavailableError
 from airflow_provider_openbanking.fdx import mask_account_number, mask_account_numbers
 from airflow_provider_openbanking.landing import (
     AtomicWriter,
@@ -96,39 +125,24 @@ def _last_day(start: dt.datetime, end: dt.datetime) -> dt.date:
     return max(start.date(), (end - dt.timedelta(microseconds=1)).date())
 
 
-@dataclass
-class _AccountResult:
-    records: int = 0
-    pages: int = 0
-    path: str | None = None
+#: Landed files listed one by one in OpenLineage; a larger batch reports its dataset folders.
+MAX_LINEAGE_FILES = 200
 
 
 @dataclass
-class _Outcome:
-    """What one execution landed, skipped and failed (thread-safe)."""
+class ConsentTask:
+    """One consent inside one task instance: what a batched operator's methods are handed."""
 
-    paths: list[str] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
-    accounts: dict[str, _AccountResult] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
-    failed: dict[str, str] = field(default_factory=dict)
-    records: int = 0
-    pages: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    consent_id: str
+    hook: OpenBankingHook
+    layout: Layout
+    outcome: ConsentOutcome
+    start: dt.datetime
+    end: dt.datetime
 
-    def landed(
-        self, path: ObjectStoragePath, records: int, pages: int, account_id: str | None = None
-    ) -> None:
-        with self.lock:
-            self.paths.append(str(path))
-            self.records += records
-            self.pages += pages
-            if account_id is not None:
-                self.accounts[account_id] = _AccountResult(records, pages, str(path))
 
-    def landed_file(self, path: ObjectStoragePath) -> None:
-        with self.lock:
-            self.files.append(str(path))
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
 class _OpenBankingBaseOperator(BaseOperator):
@@ -173,6 +187,8 @@ class _OpenBankingBaseOperator(BaseOperator):
         self.include_full_account_number = include_full_account_number
         self._landed_paths: list[str] = []
         self._landed_files: list[str] = []
+        #: Progress per page at INFO (one consent) or DEBUG (a batch: one line per file is plenty).
+        self._page_logs = True
         if _literal(start_time) and _literal(end_time):  # templated ones are checked at run time
             start, end = _to_utc(start_time, "start_time"), _to_utc(end_time, "end_time")  # type: ignore[arg-type]
             if start > end:
@@ -205,14 +221,11 @@ class _OpenBankingBaseOperator(BaseOperator):
             raise ValueError(f"start_time {start.isoformat()} is after end_time {end.isoformat()}")
         return start, end
 
-    # -- execution -------------------------------------------------------------------------------
+    def query_window(self, start: dt.datetime, end: dt.datetime) -> dict[str, Any]:
+        """Extra XCom keys describing the API query (transactions/statements)."""
+        return {}
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        start, end = self.resolve_interval(context)
-        destination = to_storage_path(self.destination)
-        layout = Layout(destination, self.dataset, self.openbanking_conn_id, start, end)
-        outcome = _Outcome()
-        self._landed_paths, self._landed_files = outcome.paths, outcome.files
+    def _header(self, start: dt.datetime, end: dt.datetime) -> dict[str, Any]:
         summary: dict[str, Any] = {
             "dataset": self.dataset,
             "conn_id": self.openbanking_conn_id,
@@ -220,78 +233,7 @@ class _OpenBankingBaseOperator(BaseOperator):
             "interval_end": end.isoformat(),
         }
         summary.update(self.query_window(start, end))
-        self.log.info(
-            "Landing %s of connection %r for [%s, %s) under %s",
-            self.dataset,
-            self.openbanking_conn_id,
-            start.isoformat(),
-            end.isoformat(),
-            destination,
-        )
-        from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
-
-        hook = OpenBankingHook(self.openbanking_conn_id)
-        started = time.monotonic()
-        try:
-            self.land(hook, layout, outcome, start, end)
-        except ConsentRequiredError as exc:
-            raise self._consent_failure(exc, outcome) from exc
-        finally:
-            hook.close()
-        summary.update(self._summary(outcome))
-        self.log.info(
-            "%s: %d record(s) in %d page(s), %d file(s) in %.1f s%s",
-            self.dataset,
-            outcome.records,
-            outcome.pages,
-            len(outcome.paths) + len(outcome.files),
-            time.monotonic() - started,
-            f"; skipped {len(outcome.skipped)} account(s)" if outcome.skipped else "",
-        )
-        if outcome.failed:
-            details = "; ".join(f"{acc}: {reason}" for acc, reason in sorted(outcome.failed.items()))
-            raise AirflowException(
-                f"{self.dataset}: {len(outcome.failed)} account(s) failed ({details}). "
-                f"The other accounts' data landed ({len(outcome.paths)} file(s))."
-            )
         return summary
-
-    def query_window(self, start: dt.datetime, end: dt.datetime) -> dict[str, Any]:
-        """Extra XCom keys describing the API query (transactions/statements)."""
-        return {}
-
-    def land(
-        self,
-        hook: OpenBankingHook,
-        layout: Layout,
-        outcome: _Outcome,
-        start: dt.datetime,
-        end: dt.datetime,
-    ) -> None:
-        raise NotImplementedError
-
-    def _summary(self, outcome: _Outcome) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "paths": sorted(outcome.paths),
-            "records": outcome.records,
-            "pages": outcome.pages,
-        }
-        if self.per_account:
-            out["accounts"] = {
-                acc: {"records": r.records, "pages": r.pages, "path": r.path}
-                for acc, r in sorted(outcome.accounts.items())
-            }
-        out["skipped"] = dict(sorted(outcome.skipped.items()))
-        return out
-
-    def _consent_failure(self, exc: ConsentRequiredError, outcome: _Outcome) -> AirflowFailException:
-        kept = len(outcome.paths) + len(outcome.files)
-        return AirflowFailException(
-            f"{self.dataset}: the customer's consent for connection {self.openbanking_conn_id!r} is missing "
-            f"or revoked, so the customer must re-authorize (run `airflow-openbanking authorize --conn-id "
-            f"{self.openbanking_conn_id}` or store a new refresh token in the connection); retrying cannot "
-            f"help. {kept} file(s) landed before this stay in place. Cause: {exc}"
-        )
 
     # -- records ---------------------------------------------------------------------------------
 
@@ -302,9 +244,12 @@ class _OpenBankingBaseOperator(BaseOperator):
         return mask_account_numbers(record)
 
     def _progress(self, label: str, started: float) -> Callable[[PageStats], None]:
+        level = logging.INFO if self._page_logs else logging.DEBUG
+
         def on_page(stats: PageStats) -> None:
             of = f" of {stats.total_elements}" if stats.total_elements is not None else ""
-            self.log.info(
+            self.log.log(
+                level,
                 "%s: page %d, %d record(s)%s so far, %.1f s elapsed",
                 label,
                 stats.pages,
@@ -317,19 +262,17 @@ class _OpenBankingBaseOperator(BaseOperator):
 
     def land_records(
         self,
-        outcome: _Outcome,
         path: ObjectStoragePath,
         label: str,
         fetch: Callable[[PageStats, Callable[[PageStats], None]], Iterable[Mapping[str, Any]]],
         account_id: str | None = None,
-    ) -> None:
-        """Stream what ``fetch(stats, on_page)`` yields into ``path`` and record the result."""
+    ) -> Landed:
+        """Stream what ``fetch(stats, on_page)`` yields into ``path``; return what landed."""
         started = time.monotonic()
         stats = PageStats()
         with JsonLinesWriter(path) as writer:
             for record in fetch(stats, self._progress(label, started)):
                 writer.write_record(self.prepare(record, account_id))
-        outcome.landed(path, writer.records, stats.pages, account_id)
         self.log.info(
             "%s: %d record(s) in %d page(s) in %.1f s -> %s",
             label,
@@ -338,15 +281,15 @@ class _OpenBankingBaseOperator(BaseOperator):
             time.monotonic() - started,
             path,
         )
+        return Landed(str(path), account_id, writer.records, stats.pages)
 
     def land_one(
         self,
-        outcome: _Outcome,
         path: ObjectStoragePath,
         label: str,
         fetch: Callable[[], Mapping[str, Any]],
         account_id: str | None = None,
-    ) -> None:
+    ) -> Landed:
         """Land the single object ``fetch()`` returns (one request, one line)."""
 
         def single(stats: PageStats, on_page: Callable[[PageStats], None]) -> Iterator[Mapping[str, Any]]:
@@ -354,12 +297,14 @@ class _OpenBankingBaseOperator(BaseOperator):
             stats.pages, stats.records = 1, 1
             yield record
 
-        self.land_records(outcome, path, label, single, account_id)
+        return self.land_records(path, label, single, account_id)
 
     # -- OpenLineage -----------------------------------------------------------------------------
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """Report every landed file (JSON Lines and statement files) as an output dataset.
+        """Report every landed file (JSON Lines and statement files) as an output dataset; a batch
+        of more than :data:`MAX_LINEAGE_FILES` files reports each dataset's folder of the
+        connection instead.
 
         Returns None when the OpenLineage provider is not installed.
         """
@@ -368,35 +313,411 @@ class _OpenBankingBaseOperator(BaseOperator):
             from airflow.providers.openlineage.extractors import OperatorLineage
         except ImportError:
             return None
+        paths = sorted([*self._landed_paths, *self._landed_files])
+        if len(paths) > MAX_LINEAGE_FILES:
+            paths = sorted({p.split("/consent_id=", 1)[0] for p in paths})
         outputs = []
-        for path in sorted([*self._landed_paths, *self._landed_files]):
+        for path in paths:
             namespace, name = lineage_dataset(path)
             outputs.append(Dataset(namespace=namespace, name=name))
         return OperatorLineage(outputs=outputs)
 
 
-class _AccountsArgOperator(_OpenBankingBaseOperator):
-    """An operator with ``account_ids`` and ``max_workers``.
+class OpenBankingProvidersOperator(_OpenBankingBaseOperator):
+    """Land the Data Providers the recipient is registered with (``GET /api/v1/providers``).
 
-    :param account_ids: accounts to fetch (a list or a comma-separated string); ``None`` (default)
-        means every account of the consent. (templated)
-    :param max_workers: accounts fetched concurrently (threads sharing one hook).
+    Uses the client-credentials token: no customer consent is needed. One file,
+    ``providers/conn_id=…/interval=…/providers.jsonl``.
+
+    :param openbanking_conn_id: the ``openbanking`` connection. (templated)
+    :param destination: where the file lands (see :class:`OpenBankingTransactionsOperator`). (templated)
+    :param start_time: start of the interval the file is filed under. (templated)
+    :param end_time: end of that interval. (templated)
     """
 
-    template_fields: Sequence[str] = (*_OpenBankingBaseOperator.template_fields, "account_ids")
+    dataset = "providers"
 
     def __init__(
         self,
         *,
-        account_ids: Sequence[str] | str | None = None,
+        openbanking_conn_id: str = DEFAULT_CONN_ID,
+        destination: ObjectStoragePath | str | None = None,
+        start_time: DateArg = None,
+        end_time: DateArg = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            openbanking_conn_id=openbanking_conn_id,
+            destination=destination,
+            start_time=start_time,
+            end_time=end_time,
+            **kwargs,
+        )
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        start, end = self.resolve_interval(context)
+        layout = Layout(to_storage_path(self.destination), self.dataset, self.openbanking_conn_id, start, end)
+        from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
+
+        hook = OpenBankingHook(self.openbanking_conn_id)
+
+        def fetch(stats: PageStats, on_page: Callable[[PageStats], None]) -> list[dict[str, Any]]:
+            providers = hook.get_providers()
+            stats.pages, stats.records = 1, len(providers)
+            return providers
+
+        try:
+            landed = self.land_records(layout.records_file(), "providers", fetch)
+        finally:
+            hook.close()
+        self._landed_paths = [landed.path]
+        return {
+            **self._header(start, end),
+            "paths": [landed.path],
+            "records": landed.records,
+            "pages": landed.pages,
+            "skipped": {},
+        }
+
+
+class _ConsentBatchOperator(_OpenBankingBaseOperator):
+    """An operator that lands a customer dataset for one consent or a batch of consents.
+
+    :param consent_ids: the consents of the connection to cover (a list, a JSON list or a
+        comma-separated string). (templated)
+    :param shard_index: with ``shard_count``: cover the connection's consents whose stable hash
+        falls in shard ``shard_index`` (0-based) of ``shard_count``. (templated)
+    :param shard_count: number of shards the connection's consents are split into. (templated)
+    :param max_workers: threads working across consents x accounts in this task (they share the
+        connection's client token, HTTP pool and rate limit).
+    :param resume: on a retry of the same run, keep what an earlier try landed (batches only).
+    """
+
+    template_fields: Sequence[str] = (
+        *_OpenBankingBaseOperator.template_fields,
+        "consent_ids",
+        "shard_index",
+        "shard_count",
+    )
+
+    def __init__(
+        self,
+        *,
+        consent_ids: Sequence[str] | str | None = None,
+        shard_index: int | str | None = None,
+        shard_count: int | str | None = None,
         max_workers: int = DEFAULT_MAX_WORKERS,
+        resume: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if max_workers < 1:
             raise ValueError(f"max_workers must be >= 1, got {max_workers}")
-        self.account_ids = account_ids
+        self.consent_ids = consent_ids
+        self.shard_index = shard_index
+        self.shard_count = shard_count
         self.max_workers = max_workers
+        self.resume = resume
+        if not any(_templated(v) for v in (consent_ids, shard_index, shard_count)):
+            self._selection()  # a bad combination fails when the DAG is parsed
+
+    # -- which consents --------------------------------------------------------------------------
+
+    def _selection(self) -> tuple[list[str] | None, tuple[int, int] | None]:
+        ids = parse_consent_ids(self.consent_ids)
+        shard = check_shard(self.shard_index, self.shard_count)
+        if ids is not None and shard is not None:
+            raise ValueError("give consent_ids or shard_index/shard_count, not both")
+        return ids, shard
+
+    @property
+    def batched(self) -> bool:
+        """Whether consents were chosen explicitly (a list or a shard) rather than by default."""
+        ids, shard = self._selection()
+        return ids is not None or shard is not None
+
+    def batch_name(self) -> str:
+        """The name of this task's manifest: its shard, or a digest of its consent list."""
+        ids, shard = self._selection()
+        if shard is not None:
+            return f"shard={shard[0]:04d}-of-{shard[1]:04d}"
+        if ids is not None:
+            return "consents=" + hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
+        return f"consent_id={DEFAULT_CONSENT_ID}"
+
+    def resolve_consents(self, hook: OpenBankingHook) -> list[str]:
+        ids, shard = self._selection()
+        if ids is not None:
+            return ids
+        if shard is not None:
+            selected = select_consents(hook.consent_ids(), shard=shard)
+            self.log.info(
+                "Shard %d of %d of connection %r: %d consent(s)",
+                shard[0],
+                shard[1],
+                self.openbanking_conn_id,
+                len(selected),
+            )
+            return selected
+        return [hook.consent_id]
+
+    # -- what subclasses declare -----------------------------------------------------------------
+
+    def plan(self, task: ConsentTask) -> Sequence[str | None]:
+        """The consent's units of work: account ids, or ``[None]`` for one file per consent."""
+        return [None]
+
+    def land_unit(self, task: ConsentTask, unit: str | None) -> None:
+        """Land one unit for the consent; ``task.outcome.add()`` each file."""
+        raise NotImplementedError
+
+    # -- execution -------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        start, end = self.resolve_interval(context)
+        destination = to_storage_path(self.destination)
+        layout = Layout(destination, self.dataset, self.openbanking_conn_id, start, end)
+        from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
+
+        hook = OpenBankingHook(self.openbanking_conn_id)
+        batched = self.batched
+        try:
+            consents = self.resolve_consents(hook)
+            self._page_logs = len(consents) == 1
+            self.log.info(
+                "Landing %s of %d consent(s) of connection %r for [%s, %s) under %s (%d worker(s))",
+                self.dataset,
+                len(consents),
+                self.openbanking_conn_id,
+                start.isoformat(),
+                end.isoformat(),
+                destination,
+                self.max_workers,
+            )
+            work = _Work(self, hook, layout, start, end, _resume_key(context, self) if batched else None)
+            result = BatchRunner(work, max_workers=self.max_workers, label=self.dataset, logger=self.log).run(
+                consents
+            )
+        finally:
+            hook.close()
+        landed = result.landed
+        self._landed_paths = [x.path for x in landed if x.kind == "records"]
+        self._landed_files = [x.path for x in landed if x.kind == "file"]
+        summary = self._header(start, end)
+        summary["records"], summary["pages"] = result.records, result.pages
+        summary.update(summarize(result))
+        if batched:
+            summary["manifest"] = self._write_manifest(layout, result, start, end)
+        if len(result.outcomes) == 1:
+            summary.update(self._details(result.outcomes[0]))
+        self.log.info(
+            "%s: %d consent(s), %d failed; %d record(s) in %d page(s), %d file(s) in %.1f s",
+            self.dataset,
+            len(result.outcomes),
+            len(result.failed),
+            result.records,
+            result.pages,
+            len(landed),
+            result.seconds,
+        )
+        if result.failed:
+            raise self._failure(result)
+        return summary
+
+    def _details(self, outcome: ConsentOutcome) -> dict[str, Any]:
+        """The per-file keys of a one-consent task (bounded by the consent's accounts)."""
+        records = [x for x in outcome.landed if x.kind == "records"]
+        out: dict[str, Any] = {"consent_id": outcome.consent_id, "paths": sorted(x.path for x in records)}
+        if self.per_account:
+            out["accounts"] = {
+                x.account_id: {"records": x.records, "pages": x.pages, "path": x.path}
+                for x in sorted(records, key=lambda x: str(x.account_id))
+                if x.account_id is not None
+            }
+        out["skipped"] = dict(sorted(outcome.skipped.items()))
+        return out
+
+    def _write_manifest(
+        self, layout: Layout, result: BatchResult, start: dt.datetime, end: dt.datetime
+    ) -> str:
+        """Every file this task's consents landed (this try or an earlier one of the run), one JSON
+        line each: what the load step reads instead of an unbounded XCom."""
+        path = layout.batch_manifest(self.batch_name())
+        window = self.query_window(start, end)
+        with JsonLinesWriter(path) as writer:
+            for outcome in result.outcomes:
+                for x in outcome.landed:
+                    writer.write_record({"consent_id": outcome.consent_id, **x.to_dict(), **window})
+        return str(path)
+
+    def _failure(self, result: BatchResult) -> AirflowException:
+        """The task's error once everything else landed: retryable unless no retry could help."""
+        if len(result.outcomes) == 1 and not self.batched:
+            message = self._single_failure(result.outcomes[0])
+        else:
+            message = failure_message(self.dataset, self.openbanking_conn_id, result)
+        if result.all_permanent:
+            return AirflowFailException(message)
+        return AirflowException(message)
+
+    def _single_failure(self, outcome: ConsentOutcome) -> str:
+        kept = len(outcome.landed)
+        if outcome.reason in ("602", "refresh_rejected", "consent_required"):
+            return (
+                f"{self.dataset}: the customer's consent {outcome.consent_id!r} of connection "
+                f"{self.openbanking_conn_id!r} is missing or revoked, so the customer must re-authorize (run "
+                f"`airflow-openbanking authorize --conn-id {self.openbanking_conn_id}` or store a new refresh "
+                f"token in the connection); retrying cannot help. {kept} file(s) landed before this stay in "
+                f"place. Cause: {outcome.error}"
+            )
+        if outcome.failed_accounts:
+            details = "; ".join(f"{acc}: {reason}" for acc, reason in sorted(outcome.failed_accounts.items()))
+            return (
+                f"{self.dataset}: {len(outcome.failed_accounts)} account(s) failed ({details}). "
+                f"The other accounts' data landed ({kept} file(s))."
+            )
+        return f"{self.dataset}: consent {outcome.consent_id!r} failed: {outcome.error}"
+
+
+def _templated(value: Any) -> bool:
+    """Known only at run time: a Jinja string, or a mapped / XCom argument."""
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    return not (value is None or isinstance(value, (int, list, tuple)))
+
+
+def _resume_key(context: Context, op: BaseOperator) -> str | None:
+    """``<run_id>#<first try>``: the same for every retry of one attempt sequence of a task
+    instance, new after a clear (Airflow raises ``max_tries`` then), so a retry resumes and a
+    clear re-lands."""
+    run_id = context.get("run_id")
+    if not run_id:
+        return None
+    ti = context.get("ti")
+    max_tries = getattr(ti, "max_tries", None)
+    if not isinstance(max_tries, int):
+        return str(run_id)
+    return f"{run_id}#{max_tries - (op.retries or 0) + 1}"
+
+
+class _Work:
+    """The :class:`~airflow_provider_openbanking.batch.ConsentWork` of one operator execution."""
+
+    def __init__(
+        self,
+        op: _ConsentBatchOperator,
+        hook: OpenBankingHook,
+        layout: Layout,
+        start: dt.datetime,
+        end: dt.datetime,
+        resume_key: str | None,
+    ) -> None:
+        self.op = op
+        self.hook = hook
+        self.layout = layout
+        self.start = start
+        self.end = end
+        self.resume_key = resume_key if op.resume else None
+        self.write_markers = resume_key is not None
+        self._tasks: dict[str, ConsentTask] = {}
+        self._lock = threading.Lock()
+
+    def task(self, consent_id: str, outcome: ConsentOutcome) -> ConsentTask:
+        with self._lock:
+            task = self._tasks.get(consent_id)
+            if task is None:
+                hook = self.hook if consent_id == self.hook.consent_id else self.hook.for_consent(consent_id)
+                task = ConsentTask(
+                    consent_id, hook, self.layout.for_consent(consent_id), outcome, self.start, self.end
+                )
+                self._tasks[consent_id] = task
+            return task
+
+    def _marker(self, consent_id: str) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.layout.consent_marker(consent_id).read_bytes())
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # unreadable: redo the consent
+            self.op.log.warning("Ignoring the marker of consent %s: %s", consent_id, exc)
+            return None
+        if not isinstance(data, dict) or data.get("run_id") != self.resume_key:
+            return None
+        return data
+
+    def resume(self, consent_id: str) -> ConsentOutcome | None:
+        if self.resume_key is None:
+            return None
+        data = self._marker(consent_id)
+        if data is None:
+            return None
+        previous = ConsentOutcome.from_marker(data)
+        if data.get("status") == "landed" or previous.permanent:
+            self.op.log.info(
+                "%s: consent %s %s in an earlier try of this run: not fetched again",
+                self.op.dataset,
+                consent_id,
+                "landed" if data.get("status") == "landed" else f"failed for good ({previous.reason})",
+            )
+            return previous
+        # failed part-way: redo it, keeping the accounts that landed (their files are complete)
+        task = self.task(consent_id, ConsentOutcome(consent_id))
+        task.outcome.done_before = {str(x.account_id): x for x in previous.landed if x.account_id}
+        return None
+
+    def plan(self, consent_id: str, outcome: ConsentOutcome) -> Sequence[str | None]:
+        task = self.task(consent_id, outcome)
+        if task.outcome is not outcome:  # a partial consent prepared in resume()
+            outcome.done_before, task.outcome = task.outcome.done_before, outcome
+        units = list(self.op.plan(task))
+        if not outcome.done_before:
+            return units
+        todo = []
+        for unit in units:
+            earlier = outcome.done_before.get(str(unit)) if unit is not None else None
+            if earlier is not None and _exists(earlier.path):
+                outcome.add(earlier)
+            else:
+                todo.append(unit)
+        return todo
+
+    def land(self, consent_id: str, unit: str | None, outcome: ConsentOutcome) -> None:
+        self.op.land_unit(self.task(consent_id, outcome), unit)
+
+    def finish(self, outcome: ConsentOutcome) -> None:
+        task = self.task(outcome.consent_id, outcome)
+        if self.write_markers and (outcome.landed or outcome.permanent):
+            path = self.layout.consent_marker(outcome.consent_id)
+            with AtomicWriter(path) as writer:
+                writer.write(_json_bytes(outcome.to_marker(self.resume_key)))
+        try:
+            if outcome.ok:
+                task.hook.record_success()
+            else:
+                task.hook.record_error(outcome.reason or "error")
+        except Exception as exc:  # the store is bookkeeping here: never fail the data for it
+            self.op.log.warning("Could not stamp consent %s in its store: %s", outcome.consent_id, exc)
+
+
+def _exists(url: str) -> bool:
+    try:
+        return bool(ObjectStoragePath(url).exists())
+    except Exception:
+        return False
+
+
+class _AccountsArgOperator(_ConsentBatchOperator):
+    """A batched operator with ``account_ids``.
+
+    :param account_ids: accounts to fetch (a list or a comma-separated string), for every consent
+        of the task; ``None`` (default) means every account of each consent. (templated)
+    """
+
+    template_fields: Sequence[str] = (*_ConsentBatchOperator.template_fields, "account_ids")
+
+    def __init__(self, *, account_ids: Sequence[str] | str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.account_ids = account_ids
 
     def selected_account_ids(self) -> list[str] | None:
         """The rendered ``account_ids`` as a list, or None for every account."""
@@ -407,83 +728,60 @@ class _AccountsArgOperator(_OpenBankingBaseOperator):
             ids = [part.strip() for part in ids.split(",") if part.strip()]
         return list(dict.fromkeys(str(a) for a in ids))
 
-    def fan_out(self, outcome: _Outcome, accounts: Sequence[str], work: Callable[[str], Any]) -> list[Any]:
-        """Run ``work(account_id)`` for every account, ``max_workers`` at a time; return the results
-        in account order (None for an account that did not finish).
-
-        704/705 (:class:`AccountUnavailableError`) skips the account; any other error is recorded and
-        fails the task once every other account is done; a lost consent cancels what has not started
-        and is raised at once.
-        """
-        results: list[Any] = [None] * len(accounts)
-        if not accounts:
-            return results
-        consent_error: ConsentRequiredError | None = None
-        workers = min(self.max_workers, len(accounts))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openbanking") as pool:
-            futures: dict[Future[Any], int] = {pool.submit(work, acc): i for i, acc in enumerate(accounts)}
-            for future in as_completed(futures):
-                index = futures[future]
-                account_id = accounts[index]
-                if future.cancelled():
-                    continue
-                try:
-                    results[index] = future.result()
-                except AccountUnavailableError as exc:
-                    reason = " ".join(str(x) for x in (exc.code, exc.api_message) if x) or str(exc)
-                    self.log.warning("%s: skipping account %s (%s)", self.dataset, account_id, reason)
-                    with outcome.lock:
-                        outcome.skipped[account_id] = reason
-                except ConsentRequiredError as exc:
-                    if consent_error is None:
-                        consent_error = exc
-                        for other in futures:
-                            other.cancel()
-                except Exception as exc:
-                    self.log.error("%s: account %s failed: %s", self.dataset, account_id, exc)
-                    with outcome.lock:
-                        outcome.failed[account_id] = f"{type(exc).__name__}: {exc}"
-        if consent_error is not None:
-            raise consent_error
-        return results
-
 
 class _PerAccountOperator(_AccountsArgOperator):
-    """One endpoint call (or pagination) per account, one landed file per account."""
+    """One endpoint call (or pagination) per account, one landed file per account.
+
+    :param accounts_from_landing: take each consent's account ids from the accounts file that
+        :class:`OpenBankingAccountsOperator` landed for the same interval under the same
+        destination, instead of listing them through ``/accounts`` (one request per consent saved);
+        a consent without that file is listed through the API.
+    """
 
     per_account = True
 
-    def resolve_accounts(self, hook: OpenBankingHook) -> list[str]:
+    def __init__(self, *, accounts_from_landing: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.accounts_from_landing = accounts_from_landing
+
+    def plan(self, task: ConsentTask) -> Sequence[str | None]:
         """The given accounts, or every account of the consent (``/accounts``, lightweight)."""
         selected = self.selected_account_ids()
         if selected is not None:
-            # Fail fast on a lost consent (and warm the shared token) before any thread starts.
-            hook.get_access_token()
+            # Fail fast on a lost consent (and warm the consent's token) before its accounts start.
+            task.hook.get_access_token()
             return selected
-        ids = [str(a["accountId"]) for a in hook.iter_accounts("lightweight") if a.get("accountId")]
-        self.log.info("The consent covers %d account(s)", len(ids))
+        if self.accounts_from_landing:
+            landed = self._landed_account_ids(task)
+            if landed is not None:
+                return landed
+        ids = [str(a["accountId"]) for a in task.hook.iter_accounts("lightweight") if a.get("accountId")]
+        self.log.debug("Consent %s covers %d account(s)", task.consent_id, len(ids))
         return ids
 
-    def land(
-        self,
-        hook: OpenBankingHook,
-        layout: Layout,
-        outcome: _Outcome,
-        start: dt.datetime,
-        end: dt.datetime,
-    ) -> None:
-        accounts = self.resolve_accounts(hook)
-        self.fan_out(outcome, accounts, lambda acc: self.land_account(hook, layout, outcome, acc, start, end))
+    def _landed_account_ids(self, task: ConsentTask) -> list[str] | None:
+        layout = task.layout
+        accounts = Layout(
+            layout.destination,
+            "accounts",
+            layout.conn_id,
+            layout.interval_start,
+            layout.interval_end,
+            task.consent_id,
+        ).records_file()
+        try:
+            with accounts.open("rb") as fh:
+                ids = [str(json.loads(line).get("accountId") or "") for line in fh if line.strip()]
+        except FileNotFoundError:
+            return None
+        # An empty file is a consent without accounts (the accounts task landed it so).
+        return list(dict.fromkeys(i for i in ids if i))
 
-    def land_account(
-        self,
-        hook: OpenBankingHook,
-        layout: Layout,
-        outcome: _Outcome,
-        account_id: str,
-        start: dt.datetime,
-        end: dt.datetime,
-    ) -> None:
+    def land_unit(self, task: ConsentTask, unit: str | None) -> None:
+        assert unit is not None
+        self.land_account(task, unit)
+
+    def land_account(self, task: ConsentTask, account_id: str) -> None:
         raise NotImplementedError
 
 
@@ -491,86 +789,107 @@ class _PerAccountOperator(_AccountsArgOperator):
 # The operators
 # ---------------------------------------------------------------------------------------------
 
-
-class OpenBankingProvidersOperator(_OpenBankingBaseOperator):
-    """Land the Data Providers the recipient is registered with (``GET /api/v1/providers``).
-
-    Uses the client-credentials token: no customer consent is needed. One file,
-    ``providers/conn_id=…/interval=…/providers.jsonl``.
-    """
-
-    dataset = "providers"
-
-    def land(
-        self,
-        hook: OpenBankingHook,
-        layout: Layout,
-        outcome: _Outcome,
-        start: dt.datetime,
-        end: dt.datetime,
-    ) -> None:
-        def fetch(stats: PageStats, on_page: Callable[[PageStats], None]) -> list[dict[str, Any]]:
-            providers = hook.get_providers()
-            stats.pages, stats.records = 1, len(providers)
-            return providers
-
-        self.land_records(outcome, layout.records_file(), "providers", fetch)
+_COMMON_DOC = """
+    :param openbanking_conn_id: the ``openbanking`` connection (the API client). (templated)
+    :param consent_ids: consents of the connection to cover; default its ``default`` consent. (templated)
+    :param shard_index: cover shard ``shard_index`` of ``shard_count`` of the connection's consents
+        (stable hash of the consent id) instead of ``consent_ids``. (templated)
+    :param shard_count: the number of shards. (templated)
+    :param destination: ``ObjectStoragePath`` or URL files land under; default
+        ``[openbanking] landing_destination``. (templated)
+    :param start_time: start of the data interval; default the run's. (templated)
+    :param end_time: end of the data interval (exclusive); default the run's. (templated)
+    :param max_workers: threads across consents x accounts in this task.
+    :param include_full_account_number: land full account numbers instead of masking them.
+    :param resume: on a retry of the same run, keep what an earlier try landed (batches only).
+"""
 
 
 class OpenBankingAccountsOperator(_AccountsArgOperator):
-    """Land the consent's accounts (``/accounts``, or ``/accounts/{id}`` per account).
+    """Land each consent's accounts (``/accounts``, or ``/accounts/{id}`` per account).
 
     :param result_type: ``lightweight`` (default) or ``details`` (balances, full account number --
         masked unless ``include_full_account_number`` -- and holdings for investment accounts).
     :param account_ids: with ``result_type="details"``, each account is read from
-        ``/accounts/{accountId}`` (``max_workers`` at a time; 704/705 accounts are skipped and
-        reported); otherwise ``/accounts`` is paged through (filtered by ``accountIds``). (templated)
+        ``/accounts/{accountId}`` (704/705 accounts are skipped and reported); otherwise
+        ``/accounts`` is paged through (filtered by ``accountIds``). (templated)
 
-    One file for all the accounts: ``accounts/conn_id=…/interval=…/accounts.jsonl``.
+    One file per consent for all its accounts:
+    ``accounts/conn_id=…/consent_id=…/interval=…/accounts.jsonl``.
     """
 
+    __doc__ = (__doc__ or "") + _COMMON_DOC
     dataset = "accounts"
     template_fields: Sequence[str] = (*_AccountsArgOperator.template_fields, "result_type")
 
-    def __init__(self, *, result_type: str = "lightweight", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        openbanking_conn_id: str = DEFAULT_CONN_ID,
+        result_type: str = "lightweight",
+        account_ids: Sequence[str] | str | None = None,
+        consent_ids: Sequence[str] | str | None = None,
+        shard_index: int | str | None = None,
+        shard_count: int | str | None = None,
+        destination: ObjectStoragePath | str | None = None,
+        start_time: DateArg = None,
+        end_time: DateArg = None,
+        max_workers: int = DEFAULT_MAX_WORKERS,
+        include_full_account_number: bool = False,
+        resume: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            openbanking_conn_id=openbanking_conn_id,
+            account_ids=account_ids,
+            consent_ids=consent_ids,
+            shard_index=shard_index,
+            shard_count=shard_count,
+            destination=destination,
+            start_time=start_time,
+            end_time=end_time,
+            max_workers=max_workers,
+            include_full_account_number=include_full_account_number,
+            resume=resume,
+            **kwargs,
+        )
         if _literal(result_type) and result_type not in ("lightweight", "details"):
             raise ValueError(f"result_type must be 'lightweight' or 'details', got {result_type!r}")
         self.result_type = result_type
 
-    def land(
-        self,
-        hook: OpenBankingHook,
-        layout: Layout,
-        outcome: _Outcome,
-        start: dt.datetime,
-        end: dt.datetime,
-    ) -> None:
+    def land_unit(self, task: ConsentTask, unit: str | None) -> None:
         if self.result_type not in ("lightweight", "details"):
             raise ValueError(f"result_type must be 'lightweight' or 'details', got {self.result_type!r}")
         selected = self.selected_account_ids()
-        path = layout.records_file()
+        path = task.layout.records_file()
+        hook = task.hook
         if selected is None or self.result_type == "lightweight":
-            self.land_records(
-                outcome,
-                path,
-                f"accounts ({self.result_type})",
-                lambda stats, on_page: hook.iter_accounts(
-                    self.result_type, selected, stats=stats, on_page=on_page
-                ),
+            task.outcome.add(
+                self.land_records(
+                    path,
+                    f"accounts ({self.result_type}) of {task.consent_id}",
+                    lambda stats, on_page: hook.iter_accounts(
+                        self.result_type, selected, stats=stats, on_page=on_page
+                    ),
+                )
             )
             return
-        hook.get_access_token()  # fail fast on a lost consent before threads start
-        found = self.fan_out(outcome, selected, hook.get_account)
+        hook.get_access_token()  # fail fast on a lost consent
 
         def fetched(stats: PageStats, on_page: Callable[[PageStats], None]) -> Iterator[dict[str, Any]]:
-            for account in found:
-                if account is not None:
-                    stats.pages += 1
-                    stats.records += 1
-                    yield account
+            for account_id in selected:
+                try:
+                    account = hook.get_account(account_id)
+                except AccountUnavailableError as exc:
+                    reason = " ".join(str(x) for x in (exc.code, exc.api_message) if x) or str(exc)
+                    self.log.warning("accounts: skipping account %s (%s)", account_id, reason)
+                    task.outcome.skip(account_id, reason)
+                    continue
+                stats.pages += 1
+                stats.records += 1
+                yield account
 
-        self.land_records(outcome, path, "accounts (details, by id)", fetched)
+        task.outcome.add(self.land_records(path, f"accounts (details, by id) of {task.consent_id}", fetched))
 
 
 class OpenBankingTransactionsOperator(_PerAccountOperator):
@@ -579,15 +898,51 @@ class OpenBankingTransactionsOperator(_PerAccountOperator):
     The query covers ``[start_time - lookback, end_time)`` in whole days (the API filters on the
     posted date, both ends inclusive), so transactions that post late -- pending ones post within
     ``lookback`` -- are picked up by a later run; consumers de-duplicate on ``transactionId``. The
-    file is still keyed by the run's interval, so a rerun replaces it.
+    file is still keyed by the run's interval, so a rerun replaces it:
+    ``transactions/conn_id=…/consent_id=…/interval=…/account_id=….jsonl``.
 
     :param lookback: how far before ``start_time`` to query (``timedelta`` or days; default 14 days).
+    :param account_ids: accounts to fetch for every consent; default all of each consent. (templated)
+    :param accounts_from_landing: read each consent's account ids from the accounts file landed
+        for the same interval (no ``/accounts`` request); fall back to the API without one.
     """
 
+    __doc__ = (__doc__ or "") + _COMMON_DOC
     dataset = "transactions"
 
-    def __init__(self, *, lookback: dt.timedelta | float = DEFAULT_LOOKBACK, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        openbanking_conn_id: str = DEFAULT_CONN_ID,
+        lookback: dt.timedelta | float = DEFAULT_LOOKBACK,
+        account_ids: Sequence[str] | str | None = None,
+        accounts_from_landing: bool = False,
+        consent_ids: Sequence[str] | str | None = None,
+        shard_index: int | str | None = None,
+        shard_count: int | str | None = None,
+        destination: ObjectStoragePath | str | None = None,
+        start_time: DateArg = None,
+        end_time: DateArg = None,
+        max_workers: int = DEFAULT_MAX_WORKERS,
+        include_full_account_number: bool = False,
+        resume: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            openbanking_conn_id=openbanking_conn_id,
+            account_ids=account_ids,
+            accounts_from_landing=accounts_from_landing,
+            consent_ids=consent_ids,
+            shard_index=shard_index,
+            shard_count=shard_count,
+            destination=destination,
+            start_time=start_time,
+            end_time=end_time,
+            max_workers=max_workers,
+            include_full_account_number=include_full_account_number,
+            resume=resume,
+            **kwargs,
+        )
         self.lookback = lookback if isinstance(lookback, dt.timedelta) else dt.timedelta(days=lookback)
         if self.lookback < dt.timedelta(0):
             raise ValueError(f"lookback must not be negative, got {lookback!r}")
@@ -598,24 +953,18 @@ class OpenBankingTransactionsOperator(_PerAccountOperator):
             "query_end": _last_day(start, end).isoformat(),
         }
 
-    def land_account(
-        self,
-        hook: OpenBankingHook,
-        layout: Layout,
-        outcome: _Outcome,
-        account_id: str,
-        start: dt.datetime,
-        end: dt.datetime,
-    ) -> None:
-        window = self.query_window(start, end)
-        self.land_records(
-            outcome,
-            layout.records_file(account_id),
-            f"transactions {account_id}",
-            lambda stats, on_page: hook.iter_transactions(
-                account_id, window["query_start"], window["query_end"], stats=stats, on_page=on_page
-            ),
-            account_id,
+    def land_account(self, task: ConsentTask, account_id: str) -> None:
+        window = self.query_window(task.start, task.end)
+        hook = task.hook
+        task.outcome.add(
+            self.land_records(
+                task.layout.records_file(account_id),
+                f"transactions {account_id} (consent {task.consent_id})",
+                lambda stats, on_page: hook.iter_transactions(
+                    account_id, window["query_start"], window["query_end"], stats=stats, on_page=on_page
+                ),
+                account_id,
+            )
         )
 
 
@@ -624,61 +973,92 @@ class OpenBankingStatementsOperator(_PerAccountOperator):
     ``download=True`` (default), the statement files (``/statements/{statementId}``).
 
     Statements dated within the interval's days are listed, one JSON Lines file per account; files
-    land at ``statement_files/conn_id=…/interval=…/account_id=…/<statementId>.pdf``, streamed and
-    written atomically.
+    land at ``statement_files/conn_id=…/consent_id=…/interval=…/account_id=…/<statementId>.pdf``,
+    streamed and written atomically.
 
     :param download: also download each statement's file.
     :param accept: the file type asked for (``application/pdf`` by default, or ``image/*``).
+    :param account_ids: accounts to cover for every consent; default all of each consent. (templated)
+    :param accounts_from_landing: read each consent's account ids from the landed accounts file.
     """
 
+    __doc__ = (__doc__ or "") + _COMMON_DOC
     dataset = "statements"
 
-    def __init__(self, *, download: bool = True, accept: str = "application/pdf", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        openbanking_conn_id: str = DEFAULT_CONN_ID,
+        download: bool = True,
+        accept: str = "application/pdf",
+        account_ids: Sequence[str] | str | None = None,
+        accounts_from_landing: bool = False,
+        consent_ids: Sequence[str] | str | None = None,
+        shard_index: int | str | None = None,
+        shard_count: int | str | None = None,
+        destination: ObjectStoragePath | str | None = None,
+        start_time: DateArg = None,
+        end_time: DateArg = None,
+        max_workers: int = DEFAULT_MAX_WORKERS,
+        include_full_account_number: bool = False,
+        resume: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            openbanking_conn_id=openbanking_conn_id,
+            account_ids=account_ids,
+            accounts_from_landing=accounts_from_landing,
+            consent_ids=consent_ids,
+            shard_index=shard_index,
+            shard_count=shard_count,
+            destination=destination,
+            start_time=start_time,
+            end_time=end_time,
+            max_workers=max_workers,
+            include_full_account_number=include_full_account_number,
+            resume=resume,
+            **kwargs,
+        )
         self.download = download
         self.accept = accept
 
     def query_window(self, start: dt.datetime, end: dt.datetime) -> dict[str, Any]:
         return {"query_start": start.date().isoformat(), "query_end": _last_day(start, end).isoformat()}
 
-    def _summary(self, outcome: _Outcome) -> dict[str, Any]:
-        out = super()._summary(outcome)
-        out["files"] = sorted(outcome.files)
+    def _details(self, outcome: ConsentOutcome) -> dict[str, Any]:
+        out = super()._details(outcome)
+        out["files"] = sorted(x.path for x in outcome.landed if x.kind == "file")
         return out
 
-    def land_account(
-        self,
-        hook: OpenBankingHook,
-        layout: Layout,
-        outcome: _Outcome,
-        account_id: str,
-        start: dt.datetime,
-        end: dt.datetime,
-    ) -> None:
-        window = self.query_window(start, end)
+    def land_account(self, task: ConsentTask, account_id: str) -> None:
+        window = self.query_window(task.start, task.end)
+        hook = task.hook
 
         def fetch(stats: PageStats, on_page: Callable[[PageStats], None]) -> Iterator[dict[str, Any]]:
             for statement in hook.iter_statements(
                 account_id, window["query_start"], window["query_end"], stats=stats, on_page=on_page
             ):
                 if self.download and statement.get("statementId"):
-                    self._download(hook, layout, outcome, account_id, str(statement["statementId"]))
+                    self._download(task, account_id, str(statement["statementId"]))
                 yield statement
 
-        self.land_records(
-            outcome, layout.records_file(account_id), f"statements {account_id}", fetch, account_id
+        task.outcome.add(
+            self.land_records(
+                task.layout.records_file(account_id),
+                f"statements {account_id} (consent {task.consent_id})",
+                fetch,
+                account_id,
+            )
         )
 
-    def _download(
-        self, hook: OpenBankingHook, layout: Layout, outcome: _Outcome, account_id: str, statement_id: str
-    ) -> None:
+    def _download(self, task: ConsentTask, account_id: str, statement_id: str) -> None:
         extension = _EXTENSIONS.get(self.accept.split(";")[0].strip().lower(), ".bin")
-        path = layout.blob_file(STATEMENT_FILES_DATASET, account_id, statement_id, extension)
+        path = task.layout.blob_file(STATEMENT_FILES_DATASET, account_id, statement_id, extension)
         started = time.monotonic()
         with AtomicWriter(path) as writer:
-            for chunk in hook.download_statement(account_id, statement_id, self.accept):
+            for chunk in task.hook.download_statement(account_id, statement_id, self.accept):
                 writer.write(chunk)
-        outcome.landed_file(path)
+        task.outcome.add(Landed(str(path), account_id, 0, 1, kind="file"))
         self.log.info(
             "statement %s of %s: %d byte(s) in %.1f s -> %s",
             statement_id,
@@ -693,25 +1073,56 @@ class OpenBankingAccountContactOperator(_PerAccountOperator):
     """Land each account's holders, emails, addresses and telephones (``/accounts/{accountId}/contact``).
 
     One file per account holding one record, tagged with ``accountId``.
+
+    :param account_ids: accounts to cover for every consent; default all of each consent. (templated)
+    :param accounts_from_landing: read each consent's account ids from the landed accounts file.
     """
 
+    __doc__ = (__doc__ or "") + _COMMON_DOC
     dataset = "contacts"
 
-    def land_account(
+    def __init__(
         self,
-        hook: OpenBankingHook,
-        layout: Layout,
-        outcome: _Outcome,
-        account_id: str,
-        start: dt.datetime,
-        end: dt.datetime,
+        *,
+        openbanking_conn_id: str = DEFAULT_CONN_ID,
+        account_ids: Sequence[str] | str | None = None,
+        accounts_from_landing: bool = False,
+        consent_ids: Sequence[str] | str | None = None,
+        shard_index: int | str | None = None,
+        shard_count: int | str | None = None,
+        destination: ObjectStoragePath | str | None = None,
+        start_time: DateArg = None,
+        end_time: DateArg = None,
+        max_workers: int = DEFAULT_MAX_WORKERS,
+        include_full_account_number: bool = False,
+        resume: bool = True,
+        **kwargs: Any,
     ) -> None:
-        self.land_one(
-            outcome,
-            layout.records_file(account_id),
-            f"contact {account_id}",
-            lambda: {"accountId": account_id, **hook.get_account_contact(account_id)},
-            account_id,
+        super().__init__(
+            openbanking_conn_id=openbanking_conn_id,
+            account_ids=account_ids,
+            accounts_from_landing=accounts_from_landing,
+            consent_ids=consent_ids,
+            shard_index=shard_index,
+            shard_count=shard_count,
+            destination=destination,
+            start_time=start_time,
+            end_time=end_time,
+            max_workers=max_workers,
+            include_full_account_number=include_full_account_number,
+            resume=resume,
+            **kwargs,
+        )
+
+    def land_account(self, task: ConsentTask, account_id: str) -> None:
+        hook = task.hook
+        task.outcome.add(
+            self.land_one(
+                task.layout.records_file(account_id),
+                f"contact {account_id} (consent {task.consent_id})",
+                lambda: {"accountId": account_id, **hook.get_account_contact(account_id)},
+                account_id,
+            )
         )
 
 
@@ -721,9 +1132,46 @@ class OpenBankingPaymentNetworksOperator(_PerAccountOperator):
     Records are tagged with ``accountId``. Their ``identifier`` is the full account number, so it is
     masked like ``accountNumber`` unless ``include_full_account_number=True``. Accounts without
     payment networks (704) are skipped and reported.
+
+    :param account_ids: accounts to cover for every consent; default all of each consent. (templated)
+    :param accounts_from_landing: read each consent's account ids from the landed accounts file.
     """
 
+    __doc__ = (__doc__ or "") + _COMMON_DOC
     dataset = "payment_networks"
+
+    def __init__(
+        self,
+        *,
+        openbanking_conn_id: str = DEFAULT_CONN_ID,
+        account_ids: Sequence[str] | str | None = None,
+        accounts_from_landing: bool = False,
+        consent_ids: Sequence[str] | str | None = None,
+        shard_index: int | str | None = None,
+        shard_count: int | str | None = None,
+        destination: ObjectStoragePath | str | None = None,
+        start_time: DateArg = None,
+        end_time: DateArg = None,
+        max_workers: int = DEFAULT_MAX_WORKERS,
+        include_full_account_number: bool = False,
+        resume: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            openbanking_conn_id=openbanking_conn_id,
+            account_ids=account_ids,
+            accounts_from_landing=accounts_from_landing,
+            consent_ids=consent_ids,
+            shard_index=shard_index,
+            shard_count=shard_count,
+            destination=destination,
+            start_time=start_time,
+            end_time=end_time,
+            max_workers=max_workers,
+            include_full_account_number=include_full_account_number,
+            resume=resume,
+            **kwargs,
+        )
 
     def prepare(self, record: Mapping[str, Any], account_id: str | None = None) -> Mapping[str, Any]:
         tagged = {"accountId": account_id, **record} if account_id is not None else dict(record)
@@ -734,67 +1182,117 @@ class OpenBankingPaymentNetworksOperator(_PerAccountOperator):
             masked["identifier"] = mask_account_number(masked["identifier"])
         return masked
 
-    def land_account(
-        self,
-        hook: OpenBankingHook,
-        layout: Layout,
-        outcome: _Outcome,
-        account_id: str,
-        start: dt.datetime,
-        end: dt.datetime,
-    ) -> None:
-        self.land_records(
-            outcome,
-            layout.records_file(account_id),
-            f"payment networks {account_id}",
-            lambda stats, on_page: hook.iter_payment_networks(account_id, stats=stats, on_page=on_page),
-            account_id,
+    def land_account(self, task: ConsentTask, account_id: str) -> None:
+        hook = task.hook
+        task.outcome.add(
+            self.land_records(
+                task.layout.records_file(account_id),
+                f"payment networks {account_id} (consent {task.consent_id})",
+                lambda stats, on_page: hook.iter_payment_networks(account_id, stats=stats, on_page=on_page),
+                account_id,
+            )
         )
 
 
-class OpenBankingCustomerOperator(_OpenBankingBaseOperator):
-    """Land the customer who gave consent (``/customers/current``): one file, one record."""
+class OpenBankingCustomerOperator(_ConsentBatchOperator):
+    """Land the customer who gave each consent (``/customers/current``): one file, one record, per
+    consent."""
 
+    __doc__ = (__doc__ or "") + _COMMON_DOC
     dataset = "customer"
 
-    def land(
+    def __init__(
         self,
-        hook: OpenBankingHook,
-        layout: Layout,
-        outcome: _Outcome,
-        start: dt.datetime,
-        end: dt.datetime,
+        *,
+        openbanking_conn_id: str = DEFAULT_CONN_ID,
+        consent_ids: Sequence[str] | str | None = None,
+        shard_index: int | str | None = None,
+        shard_count: int | str | None = None,
+        destination: ObjectStoragePath | str | None = None,
+        start_time: DateArg = None,
+        end_time: DateArg = None,
+        max_workers: int = DEFAULT_MAX_WORKERS,
+        include_full_account_number: bool = False,
+        resume: bool = True,
+        **kwargs: Any,
     ) -> None:
-        self.land_one(outcome, layout.records_file(), "customer", hook.get_customer)
+        super().__init__(
+            openbanking_conn_id=openbanking_conn_id,
+            consent_ids=consent_ids,
+            shard_index=shard_index,
+            shard_count=shard_count,
+            destination=destination,
+            start_time=start_time,
+            end_time=end_time,
+            max_workers=max_workers,
+            include_full_account_number=include_full_account_number,
+            resume=resume,
+            **kwargs,
+        )
+
+    def land_unit(self, task: ConsentTask, unit: str | None) -> None:
+        task.outcome.add(
+            self.land_one(task.layout.records_file(), f"customer {task.consent_id}", task.hook.get_customer)
+        )
 
 
 class OpenBankingHoldingsOperator(_AccountsArgOperator):
     """Land the holdings of the investment accounts (``holdings[]`` of ``/accounts?resultType=details``).
 
-    One file for all accounts, each holding tagged with its ``accountId``:
-    ``holdings/conn_id=…/interval=…/holdings.jsonl``.
+    One file per consent for all its accounts, each holding tagged with its ``accountId``:
+    ``holdings/conn_id=…/consent_id=…/interval=…/holdings.jsonl``.
+
+    :param account_ids: accounts to cover for every consent; default all of each consent. (templated)
     """
 
+    __doc__ = (__doc__ or "") + _COMMON_DOC
     dataset = "holdings"
 
-    def land(
+    def __init__(
         self,
-        hook: OpenBankingHook,
-        layout: Layout,
-        outcome: _Outcome,
-        start: dt.datetime,
-        end: dt.datetime,
+        *,
+        openbanking_conn_id: str = DEFAULT_CONN_ID,
+        account_ids: Sequence[str] | str | None = None,
+        consent_ids: Sequence[str] | str | None = None,
+        shard_index: int | str | None = None,
+        shard_count: int | str | None = None,
+        destination: ObjectStoragePath | str | None = None,
+        start_time: DateArg = None,
+        end_time: DateArg = None,
+        max_workers: int = DEFAULT_MAX_WORKERS,
+        include_full_account_number: bool = False,
+        resume: bool = True,
+        **kwargs: Any,
     ) -> None:
+        super().__init__(
+            openbanking_conn_id=openbanking_conn_id,
+            account_ids=account_ids,
+            consent_ids=consent_ids,
+            shard_index=shard_index,
+            shard_count=shard_count,
+            destination=destination,
+            start_time=start_time,
+            end_time=end_time,
+            max_workers=max_workers,
+            include_full_account_number=include_full_account_number,
+            resume=resume,
+            **kwargs,
+        )
+
+    def land_unit(self, task: ConsentTask, unit: str | None) -> None:
         selected = self.selected_account_ids()
-        self.land_records(
-            outcome,
-            layout.records_file(),
-            "holdings",
-            lambda stats, on_page: hook.iter_holdings(selected, stats=stats, on_page=on_page),
+        hook = task.hook
+        task.outcome.add(
+            self.land_records(
+                task.layout.records_file(),
+                f"holdings {task.consent_id}",
+                lambda stats, on_page: hook.iter_holdings(selected, stats=stats, on_page=on_page),
+            )
         )
 
 
 __all__ = [
+    "ConsentTask",
     "OpenBankingAccountContactOperator",
     "OpenBankingAccountsOperator",
     "OpenBankingCustomerOperator",

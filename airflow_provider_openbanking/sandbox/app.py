@@ -16,6 +16,7 @@ import hmac
 import html
 import json
 import logging
+import math
 import re
 import secrets
 import time
@@ -48,6 +49,8 @@ log = logging.getLogger("airflow_provider_openbanking.sandbox")
 
 FDX = "/api/fdx/5"
 MAX_LIMIT = 1000
+#: Customers listed in the consent page's picker (``login_hint`` reaches any other one).
+PICKER_CUSTOMERS = 50
 LOOPBACK = ("127.0.0.1", "::1", "localhost", "testclient")
 DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 SCOPE_LABELS = {
@@ -249,6 +252,26 @@ def _unalias_path(scope: Scope, sb: Sandbox) -> Scope:
     return {**scope, "raw_path": new_raw, "path": unquote(new_raw.decode("latin-1"))}
 
 
+def _client_of(scope: Scope, sb: Sandbox) -> str | None:
+    """The OAuth client a request comes from: its bearer token's client, or its HTTP Basic
+    client id (the token endpoint's body credentials are rate-limited by the handler)."""
+    for name, value in scope.get("headers", []):
+        if name != b"authorization":
+            continue
+        auth = value.decode("latin-1")
+        if auth[:7].lower() == "bearer ":
+            at = sb.access_tokens.get(auth[7:].strip())
+            return at.client_id if at is not None else None
+        if auth[:6].lower() == "basic ":
+            try:
+                decoded = base64.b64decode(auth[6:].strip(), validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                return None
+            return unquote_plus(decoded.partition(":")[0]) or None
+        return None
+    return None
+
+
 def _is_json(start: Message) -> bool:
     for name, value in start.get("headers", []):
         if name.lower() == b"content-type":
@@ -336,6 +359,12 @@ class SandboxMiddleware:
             sb.count_request(f"{method} {template or path}")
             if sb.knobs.latency_ms > 0:
                 await asyncio.sleep(sb.knobs.latency_ms / 1000)
+            if path.startswith("/api/") and sb.knobs.rate_limit_rps > 0:
+                client_id = _client_of(scope, sb)
+                wait = sb.rate_limit(client_id) if client_id is not None else None
+                if wait is not None:
+                    await self._send_rate_limited(send, extra, wait)
+                    return
             if path.startswith("/api/"):
                 # a pagination loop needs a request offset to repeat: only requests carrying one qualify
                 has_offset = _has_offset(scope)
@@ -393,6 +422,18 @@ class SandboxMiddleware:
         headers = [(b"content-type", ctype), (b"content-length", b"%d" % len(body)), *extra]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    async def _send_rate_limited(self, send: Send, extra: list[tuple[bytes, bytes]], wait: float) -> None:
+        body = dumps(
+            {
+                "code": "1207",
+                "message": "Too many requests",
+                "debugMessage": f"over the rate limit of {self.sb.knobs.rate_limit_rps:g} requests/s for this client",
+            }
+        )
+        self.sb.count_status(429)
+        retry_after = str(max(1, math.ceil(wait))).encode()
+        await self._send(send, 429, body, [*extra, (b"retry-after", retry_after)])
 
     async def _fault(self, fault: dict[str, Any], send: Send, extra: list[tuple[bytes, bytes]]) -> None:
         kind = fault["kind"]
@@ -513,8 +554,13 @@ def create_app(sandbox: Sandbox) -> FastAPI:
             # e.g. an account id holding an encoded "/": no route matches, but for the client it is
             # simply an account that does not exist
             return fdx_error(404, "701", "Account not found", f"No such resource {request.url.path!r}")
+        # keep the exception's headers: a 405 carries ``Allow`` (RFC 9110 15.5.6)
         return fdx_error(
-            exc.status_code, str(exc.status_code), str(exc.detail), f"{request.method} {request.url.path}"
+            exc.status_code,
+            str(exc.status_code),
+            str(exc.detail),
+            f"{request.method} {request.url.path}",
+            dict(exc.headers or {}),
         )
 
     @app.exception_handler(KnobError)
@@ -561,7 +607,7 @@ def create_app(sandbox: Sandbox) -> FastAPI:
         q = request.query_params
         raw_limit = q.get("limit")
         limit = sb.knobs.page_size
-        if raw_limit:
+        if raw_limit is not None:  # ``limit=`` (empty) is not an integer: refused, as 0 is
             try:
                 limit = int(raw_limit)
             except ValueError:
@@ -589,6 +635,17 @@ def create_app(sandbox: Sandbox) -> FastAPI:
         def href(off: str) -> dict[str, str]:
             return {"href": path + "?" + urlencode([*kept, ("offset", off)])}
 
+        if offset > 0 and offset >= total:
+            # never an offset this server handed out (or the data shrank under it): a conforming
+            # server refuses it instead of serving an empty page whose prevOffset is past the data
+            raise Denied(
+                fdx_error(
+                    400,
+                    "401",
+                    "Invalid input",
+                    f"offset {request.query_params.get('offset')!r} is past the end of the {total} element(s)",
+                )
+            )
         page: dict[str, Any] = {"totalElements": total}
         links: dict[str, Any] = {}
         if offset + limit < total:
@@ -617,6 +674,8 @@ def create_app(sandbox: Sandbox) -> FastAPI:
             ) from None
 
     def date_window(request: Request) -> tuple[int | None, int | None]:
+        if sb.knobs.strict_fdx53:  # a strict FDX 5.3 server ignores the dates: every record
+            return None, None
         start = parse_day(request.query_params.get("startTime"), "startTime")
         end = parse_day(request.query_params.get("endTime"), "endTime")
         if start and end and end < start:
@@ -624,6 +683,15 @@ def create_app(sandbox: Sandbox) -> FastAPI:
         return (
             date_to_epoch(start) if start else None,
             date_to_epoch(end) + DAY - 1 if end else None,
+        )
+
+    def rate_limited(wait: float) -> Response:
+        return fdx_error(
+            429,
+            "1207",
+            "Too many requests",
+            f"over the rate limit of {sb.knobs.rate_limit_rps:g} requests/s for this client",
+            {"Retry-After": str(max(1, math.ceil(wait)))},
         )
 
     def empty_1107() -> Response:
@@ -669,6 +737,9 @@ def create_app(sandbox: Sandbox) -> FastAPI:
                     raise OAuthError(400, "invalid_request", "client_id differs from the Basic credentials")
             else:
                 client_id, client_secret = params.get("client_id", ""), params.get("client_secret", "")
+                wait = sb.rate_limit(client_id) if client_id in sb.clients else None
+                if wait is not None:
+                    return rate_limited(wait)
             grant = params.get("grant_type")
             if not grant:
                 raise OAuthError(400, "invalid_request", "grant_type is required")
@@ -747,12 +818,19 @@ def create_app(sandbox: Sandbox) -> FastAPI:
         params = {"error": "access_denied", "error_description": "The user denied the access", "state": state}
         return redirect(redirect_uri, params)
 
+    def picker_customers(selected: str) -> list[Customer]:
+        """The first customers (a bank of 100,000 would make a page nobody can use), plus the selected one."""
+        shown = list(bank.customers[:PICKER_CUSTOMERS])
+        if all(c.customer_id != selected for c in shown) and selected in bank.customer_by_id:
+            shown.append(bank.customer_by_id[selected])
+        return shown
+
     def consent_page(request_id: str, pending: PendingAuthorization, provider_id: str | None) -> Response:
         provider = next((p["name"] for p in PROVIDERS if p["id"] == provider_id), PROVIDERS[0]["name"])
         options = "".join(
             f'<option value="{c.customer_id}"{" selected" if c.customer_id == pending.customer_id else ""}>'
             f"{html.escape(c.first)} {html.escape(c.last)} ({c.customer_id})</option>"
-            for c in bank.customers
+            for c in picker_customers(pending.customer_id)
         )
         scopes = "".join(
             f"<li><code>{s}</code> - {html.escape(SCOPE_LABELS[s])}</li>" for s in pending.scopes
@@ -861,7 +939,7 @@ def create_app(sandbox: Sandbox) -> FastAPI:
             )
         at = customer_token(request, "ACCOUNT_BASIC" if result_type == "lightweight" else "ACCOUNT_DETAILED")
         selected = customer_of(at).accounts
-        if q.get("accountIds"):
+        if q.get("accountIds") and not sb.knobs.strict_fdx53:  # not an FDX 5.3 parameter
             wanted = {sb.unalias(x.strip()) for x in q["accountIds"].split(",") if x.strip()}
             selected = [a for a in selected if a.account_id in wanted]
             if not selected:
@@ -870,7 +948,8 @@ def create_app(sandbox: Sandbox) -> FastAPI:
                 )
         offset, limit = paging(request)
         doc = page_doc(request, offset, limit, len(selected))
-        holdings = "INVESTMENTS" in at.scopes
+        # FDX 5.3 has holdings only on /accounts/{accountId}
+        holdings = "INVESTMENTS" in at.scopes and not sb.knobs.strict_fdx53
         as_of = balance_as_of()
         doc["accounts"] = [
             {a.wrapper: a.lightweight() if result_type == "lightweight" else a.full(as_of, holdings=holdings)}
@@ -1172,6 +1251,25 @@ def create_app(sandbox: Sandbox) -> FastAPI:
                 "client_id": consent.client_id,
                 "scopes": list(consent.scopes),
                 "consent_id": consent.consent_id,
+            }
+        )
+
+    @app.post("/_admin/consents/bulk")
+    async def grant_consents_bulk(request: Request) -> Response:
+        body = await json_body(request)
+        if not isinstance(body, dict):
+            raise KnobError("body must be an object")
+        consents = sb.create_consents_bulk(body.get("count"), body.get("scopes"), body.get("client_id"))
+        return json_response(
+            {
+                "consents": [
+                    {
+                        "consent_id": c.customer_id,
+                        "customer_id": c.customer_id,
+                        "refresh_token": c.refresh_token,
+                    }
+                    for c in consents
+                ]
             }
         )
 

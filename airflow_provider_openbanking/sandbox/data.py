@@ -11,9 +11,10 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import hashlib
-from bisect import bisect_right
+from array import array
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -384,6 +385,78 @@ class Statement:
         return f"{calendar.month_name[self.month]} {self.year}"
 
 
+#: Customers kept built (with their accounts, ~10 KB each); the rest are rebuilt on demand.
+CUSTOMER_CACHE = 4096
+
+
+class CustomerList(Sequence["Customer"]):
+    """``bank.customers``: every customer, in order, built lazily."""
+
+    def __init__(self, bank: Bank) -> None:
+        self._bank = bank
+
+    def __len__(self) -> int:
+        return self._bank.n_customers
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self._bank.customer_at(i) for i in range(*index.indices(len(self)))]
+        i = index + len(self) if index < 0 else index
+        return self._bank.customer_at(i)
+
+    def __iter__(self) -> Iterator[Customer]:
+        for i in range(len(self)):
+            yield self._bank.customer_at(i)
+
+
+class CustomerIndex(Mapping[str, "Customer"]):
+    """``bank.customer_by_id``: ``cust-0001`` ... parsed, never stored."""
+
+    def __init__(self, bank: Bank) -> None:
+        self._bank = bank
+
+    def __getitem__(self, customer_id: str) -> Customer:
+        c = self._bank.customer_index(customer_id)
+        if c is None:
+            raise KeyError(customer_id)
+        return self._bank.customer_at(c)
+
+    def __contains__(self, customer_id: object) -> bool:
+        return isinstance(customer_id, str) and self._bank.customer_index(customer_id) is not None
+
+    def __len__(self) -> int:
+        return self._bank.n_customers
+
+    def __iter__(self) -> Iterator[str]:
+        for c in range(self._bank.n_customers):
+            yield f"cust-{c + 1:04d}"
+
+
+class AccountIndex(Mapping[str, "Account"]):
+    """``bank.account_by_id``: found by binary search in a sorted id index."""
+
+    def __init__(self, bank: Bank) -> None:
+        self._bank = bank
+
+    def __getitem__(self, account_id: str) -> Account:
+        slot = self._bank.account_slot(account_id)
+        if slot is None:
+            raise KeyError(account_id)
+        c, k = divmod(slot, self._bank.accounts_per_customer)
+        return self._bank.customer_at(c).accounts[k]
+
+    def __contains__(self, account_id: object) -> bool:
+        return isinstance(account_id, str) and self._bank.account_slot(account_id) is not None
+
+    def __len__(self) -> int:
+        return self._bank.n_customers * self._bank.accounts_per_customer
+
+    def __iter__(self) -> Iterator[str]:
+        for customer in self._bank.customers:
+            for account in customer.accounts:
+                yield account.account_id
+
+
 class Bank:
     """The static part of the data (customers, accounts, holdings); transactions are lazy."""
 
@@ -403,20 +476,19 @@ class Bank:
         self.days = days
         self.end_date = end_date
         self.transactions_per_account = transactions_per_account
+        self.n_customers = customers
+        self.accounts_per_customer = accounts_per_customer
         self.start_date = end_date - dt.timedelta(days=days - 1)
         self.span_start = date_to_epoch(self.start_date)
         self.span_end = date_to_epoch(end_date) + DAY  # exclusive
-        self.customers: list[Customer] = []
-        self.customer_by_id: dict[str, Customer] = {}
-        self.account_by_id: dict[str, Account] = {}
-        for c in range(customers):
-            customer = self._make_customer(c)
-            self.customers.append(customer)
-            self.customer_by_id[customer.customer_id] = customer
-            for k in range(accounts_per_customer):
-                account = self._make_account(customer, c, k)
-                customer.accounts.append(account)
-                self.account_by_id[account.account_id] = account
+        # Customers (and their accounts) are built on first use and kept in a bounded cache, so a
+        # bank of 100,000 customers starts in seconds and holds only an id index (8 bytes/account).
+        self._built: OrderedDict[int, Customer] = OrderedDict()
+        self._id_keys, self._id_slots, self._rerolled = self._index_account_ids()
+        self._rerolled_by_id = {aid: slot for slot, (aid, _) in self._rerolled.items()}
+        self.customers = CustomerList(self)
+        self.customer_by_id = CustomerIndex(self)
+        self.account_by_id = AccountIndex(self)
         self._series: OrderedDict[tuple[str, int], TxnSeries] = OrderedDict()
 
     @property
@@ -424,6 +496,91 @@ class Bank:
         return self.span_end - 1
 
     # ---- construction -----------------------------------------------------------------------
+
+    def _primary_id(self, c: int, k: int) -> int:
+        """The 48 bits behind ``acc-<12 hex>`` (the top of a stable 64-bit key)."""
+        return stable_key(self.seed, "account-id", c, k) >> 16
+
+    def _index_account_ids(self) -> tuple[array, array, dict[int, tuple[str, int]]]:
+        """Sorted account-id keys with their slots (``c * accounts_per_customer + k``).
+
+        Ids that collide with an earlier one (astronomically rare) are re-rolled the way the eager
+        builder always did; those few live in a dict: ``{slot: (account id, rolls)}``.
+        """
+        apc = self.accounts_per_customer
+        pairs = sorted(
+            (self._primary_id(c, k), c * apc + k) for c in range(self.n_customers) for k in range(apc)
+        )
+        keys = array("Q", (p[0] for p in pairs))
+        slots = array("Q", (p[1] for p in pairs))
+        has_dups = any(pairs[i][0] == pairs[i - 1][0] for i in range(1, len(pairs)))
+        del pairs
+        rerolled: dict[int, tuple[str, int]] = {}
+        if has_dups:  # replay the eager builder, in order, to re-roll exactly the same ids
+            taken: set[str] = set()
+            for c in range(self.n_customers):
+                for k in range(apc):
+                    rng = Rng(self.seed, "account", c, k)
+                    account_id, rolls = f"acc-{self._primary_id(c, k):012x}", 0
+                    while account_id in taken:
+                        account_id = "acc-" + format(rng.next(), "016x")[:12]
+                        rolls += 1
+                    taken.add(account_id)
+                    if rolls:
+                        rerolled[c * apc + k] = (account_id, rolls)
+        return keys, slots, rerolled
+
+    def customer_at(self, c: int) -> Customer:
+        """Customer number ``c`` (0-based), built on first use and cached (least recently used out)."""
+        customer = self._built.get(c)
+        if customer is not None:
+            self._built.move_to_end(c)
+            return customer
+        if not 0 <= c < self.n_customers:
+            raise IndexError(c)
+        customer = self._make_customer(c)
+        for k in range(self.accounts_per_customer):
+            customer.accounts.append(self._make_account(customer, c, k))
+        self._built[c] = customer
+        if len(self._built) > CUSTOMER_CACHE:
+            self._built.popitem(last=False)
+        return customer
+
+    def customer_index(self, customer_id: str) -> int | None:
+        """``cust-0042`` -> 41; None for anything that is not one of this bank's customer ids."""
+        if not isinstance(customer_id, str) or not customer_id.startswith("cust-"):
+            return None
+        digits = customer_id[5:]
+        if not digits.isdigit() or not digits.isascii():
+            return None
+        n = int(digits)
+        if f"{n:04d}" != digits or not 1 <= n <= self.n_customers:
+            return None
+        return n - 1
+
+    def account_slot(self, account_id: str) -> int | None:
+        """The slot (``c * accounts_per_customer + k``) of an account id, or None."""
+        if not isinstance(account_id, str):
+            return None
+        slot = self._rerolled_by_id.get(account_id)
+        if slot is not None:
+            return slot
+        hexpart = account_id[4:]
+        if not account_id.startswith("acc-") or len(hexpart) != 12:
+            return None
+        try:
+            key = int(hexpart, 16)
+        except ValueError:
+            return None
+        if f"{key:012x}" != hexpart:
+            return None
+        i = bisect_left(self._id_keys, key)
+        if i == len(self._id_keys) or self._id_keys[i] != key:
+            return None
+        slot = int(self._id_slots[i])
+        if slot in self._rerolled:  # its primary id belongs to the earlier account
+            return None
+        return slot
 
     def _make_customer(self, c: int) -> Customer:
         rng = Rng(self.seed, "customer", c)
@@ -447,8 +604,11 @@ class Bank:
         rng = Rng(self.seed, "account", c, k)
         key = stable_key(self.seed, "txn", c, k)
         account_id = "acc-" + format(stable_key(self.seed, "account-id", c, k), "016x")[:12]
-        while account_id in self.account_by_id:  # astronomically unlikely
-            account_id = "acc-" + format(rng.next(), "016x")[:12]
+        rerolled = self._rerolled.get(c * self.accounts_per_customer + k)
+        if rerolled is not None:  # astronomically unlikely: the id of an earlier account
+            account_id, rolls = rerolled
+            for _ in range(rolls):
+                rng.next()
         bank_id = "001" + rng.digits(5)
         end = self.end_date
         currency = "CAD"

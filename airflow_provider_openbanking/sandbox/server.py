@@ -39,6 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--empty-as-1107", action="store_true")
     p.add_argument("--latency-ms", type=float, default=0)
     p.add_argument(
+        "--strict-fdx53",
+        action="store_true",
+        help="act as a strict FDX 5.3 server: accountIds and dates ignored, holdings only on /accounts/{id}",
+    )
+    p.add_argument(
+        "--rate-limit-rps", type=float, default=0, help="per-client requests per second (0 = no limit)"
+    )
+    p.add_argument("--rate-limit-burst", type=int, default=0, help="bucket size (0 = one second's worth)")
+    p.add_argument(
         "--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug")
     )
     p.add_argument("--access-log", action="store_true", help="log every request")
@@ -68,7 +77,12 @@ def build_sandbox(args: argparse.Namespace) -> Sandbox:
         now=parse_now(args.now) if args.now else bank.default_now,
         empty_as_1107=args.empty_as_1107,
         transactions_per_account=args.transactions_per_account,
+        rate_limit_rps=args.rate_limit_rps,
+        rate_limit_burst=args.rate_limit_burst,
+        strict_fdx53=args.strict_fdx53,
     )
+    if args.rate_limit_rps < 0 or args.rate_limit_burst < 0:
+        raise SystemExit("--rate-limit-rps and --rate-limit-burst must be >= 0")
     return Sandbox(bank, startup)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import math
 import re
 import secrets
 import time
@@ -114,6 +115,14 @@ class Knobs:
     #: ``{real id: served id}``: the server names an account or a statement ``served id`` instead
     #: (hostile ids holding ``/``, ``..`` or URL syntax), in bodies and in request paths.
     id_aliases: dict[str, str] = field(default_factory=dict)
+    #: Per-client token bucket: requests per second (0 = no limit) and burst (0 = one second's worth).
+    #: Over it: 429, FDX code 1207, ``Retry-After``.
+    rate_limit_rps: float = 0
+    rate_limit_burst: int = 0
+    #: Behave like a strict FDX 5.3 server: ``/accounts`` ignores ``accountIds`` and lists no
+    #: holdings (they are only on ``/accounts/{accountId}``); transactions and statements ignore
+    #: ``startTime``/``endTime`` (every record is served).
+    strict_fdx53: bool = False
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -127,9 +136,14 @@ class Knobs:
             raise KnobError(f"unknown knob(s) {unknown}; known: {sorted(names)}")
         staged: dict[str, Any] = {}
         for name, value in changes.items():
-            if name in ("rotate_refresh_tokens", "empty_as_1107", "statement_redirect"):
+            if name in ("rotate_refresh_tokens", "empty_as_1107", "statement_redirect", "strict_fdx53"):
                 staged[name] = _as_bool(name, value)
-            elif name in ("page_size", "statement_processing", "transactions_per_account"):
+            elif name in (
+                "page_size",
+                "statement_processing",
+                "transactions_per_account",
+                "rate_limit_burst",
+            ):
                 staged[name] = _as_number(name, value, int, 1 if name == "page_size" else 0)
                 if name == "page_size" and staged[name] > 1000:
                     raise KnobError("page_size: must be <= 1000")
@@ -245,6 +259,8 @@ def new_counters() -> dict[str, Any]:
         "invalid_grant": 0,
         "status": {},
         "faults_injected": 0,
+        "rate_limited": 0,
+        "rate_limited_by_client": {},
     }
 
 
@@ -284,6 +300,8 @@ class Sandbox:
         #: Every secret handed out since the last reset (tests check that none leaks).
         self.issued: dict[str, collections.deque[str]] = _new_issued()
         self._issued = 0
+        #: client id -> [tokens, monotonic time of the last refill] (knobs ``rate_limit_*``).
+        self.buckets: dict[str, list[float]] = {}
         self.reset()
 
     # ---- lifecycle --------------------------------------------------------------------------
@@ -303,6 +321,7 @@ class Sandbox:
         self.faults.clear()
         self.counters = new_counters()
         self.issued = _new_issued()
+        self.buckets.clear()
 
     @property
     def now(self) -> int:
@@ -403,6 +422,36 @@ class Sandbox:
         self.refresh_index[consent.refresh_token] = consent
         return consent
 
+    def create_consents_bulk(
+        self, count: Any = None, scopes: Any = None, client_id: Any = None
+    ) -> list[Consent]:
+        """A consent for each of the first ``count`` customers (None: every customer), in one go.
+
+        The consent is named after its customer (``consent_id`` = the customer id) unless that
+        customer already holds a consent of that name, then it gets a random id as usual.
+        """
+        total = self.bank.n_customers
+        if count is None:
+            n = total
+        else:
+            n = int(_as_number("count", count, int, 1))
+            if n > total:
+                raise KnobError(f"count: {n} is more than the {total} customers (--customers)")
+        client = str(client_id or DEMO_CLIENT_ID)
+        if client not in self.clients:
+            raise KnobError(f"unknown client {client!r}")
+        wanted = normalize_scopes(scopes)
+        out = []
+        for c in range(n):
+            customer_id = f"cust-{c + 1:04d}"
+            consent = self.create_consent(client, customer_id, wanted)
+            if customer_id not in self.consents:
+                del self.consents[consent.consent_id]
+                consent.consent_id = customer_id
+                self.consents[customer_id] = consent
+            out.append(consent)
+        return out
+
     def refresh(self, client: Client, token: str) -> tuple[Consent, str | None]:
         """Validate a refresh token; returns the consent and the refresh token to hand back
         (None when rotation is off)."""
@@ -458,6 +507,30 @@ class Sandbox:
             else:
                 self.revoke(consent)
         return len(targets)
+
+    # ---- rate limit -------------------------------------------------------------------------
+
+    def rate_limit(self, client_id: str) -> float | None:
+        """Take a token from ``client_id``'s bucket: None when the request may go on, else the
+        seconds until the bucket holds a token again (the request is refused, and counted)."""
+        rps = self.knobs.rate_limit_rps
+        if rps <= 0:
+            return None
+        burst = float(self.knobs.rate_limit_burst or max(1, math.ceil(rps)))
+        now = time.monotonic()
+        bucket = self.buckets.get(client_id)
+        if bucket is None:
+            bucket = self.buckets[client_id] = [burst, now]
+        tokens = min(burst, bucket[0] + (now - bucket[1]) * rps)
+        bucket[1] = now
+        if tokens >= 1.0:
+            bucket[0] = tokens - 1.0
+            return None
+        bucket[0] = tokens
+        self.counters["rate_limited"] += 1
+        by_client = self.counters["rate_limited_by_client"]
+        by_client[client_id] = by_client.get(client_id, 0) + 1
+        return (1.0 - tokens) / rps
 
     # ---- faults -----------------------------------------------------------------------------
 

@@ -203,6 +203,22 @@ class SandboxServer:
             body["idle_days"] = idle_days
         return str(self._call("POST", "/_admin/consents", json=body)["refresh_token"])
 
+    def grant_consents(
+        self, count: int | None = None, scopes: Any = None, *, client_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """A consent for each of the first ``count`` customers (None: all of them) in one call.
+
+        Returns ``[{"consent_id": <customer id>, "customer_id": ..., "refresh_token": ...}, ...]``
+        in customer order: what a consent store needs to hold 10,000 consents without a browser.
+        """
+        body: dict[str, Any] = {"count": count}
+        if scopes is not None:
+            body["scopes"] = scopes
+        if client_id is not None:
+            body["client_id"] = client_id
+        result: list[dict[str, Any]] = self._call("POST", "/_admin/consents/bulk", json=body)["consents"]
+        return result
+
     def revoke_consent(
         self, *, customer_id: str | None = None, refresh_token: str | None = None, at_bank: bool = False
     ) -> None:

@@ -117,12 +117,15 @@ def run(
     with create_session() as session:
         for ti in dagrun.get_task_instances(session=session):
             states[f"{ti.task_id}[{ti.map_index}]"] = str(getattr(ti.state, "value", ti.state))
-            if ti.task_id == "check_consent":  # map_index_template: the grid shows the conn id
-                assert ti.rendered_map_index == conn_ids[ti.map_index], ti.rendered_map_index
+            if ti.task_id == "check_shard":  # map_index_template: the grid shows conn id and shard
+                # one consent per connection here: one shard each, in conn_ids order
+                assert ti.rendered_map_index == f"{conn_ids[ti.map_index]} shard 0 of 1", (
+                    ti.rendered_map_index
+                )
         rows = (
             session.query(XComModel)
             .filter(XComModel.run_id == dagrun.run_id, XComModel.dag_id == DAG_ID)
-            .filter(XComModel.key == "return_value", XComModel.task_id == "check_consent")
+            .filter(XComModel.key == "return_value", XComModel.task_id == "check_shard")
             .all()
         )
         for row in rows:
@@ -132,17 +135,19 @@ def run(
 
 
 def landed(landing: Path, records: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The landed record of each consent, read back from the file its check task reported."""
+    """The landed record of each consent, read back from the file its shard's check task reported."""
     out: dict[str, dict[str, Any]] = {}
     for conn_id, record in records.items():
         path = record["path"]
         assert path.startswith(f"file://{landing}/consent_health/conn_id={conn_id}/interval="), path
-        assert path.endswith("/consent_health.jsonl")
+        assert path.endswith("/shard=0000-of-0001.jsonl")
         lines = read_jsonl(path)
-        assert len(lines) == 1
+        assert len(lines) == 1 and record["checked"] == 1
         out[conn_id] = lines[0]
         assert set(lines[0]) >= RECORD_FIELDS, RECORD_FIELDS - set(lines[0])
-        assert {k: v for k, v in record.items() if k != "path"} == lines[0]
+        # the XCom result is the shard's summary of what landed (not the records themselves)
+        assert record["states"] == {lines[0]["consent_id"]: lines[0]["state"]}
+        assert (record["healthy"] == [lines[0]["consent_id"]]) is lines[0]["healthy"]
     return out
 
 
@@ -209,7 +214,7 @@ def test_every_unhealthy_state_fails_the_run_after_landing_with_one_line_each(
 
     assert str(dagrun.state) in ("failed", "DagRunState.FAILED"), states
     assert states["report[-1]"] == "failed"
-    assert [states[f"check_consent[{i}]"] for i in range(5)] == ["success"] * 5, states
+    assert [states[f"check_shard[{i}]"] for i in range(5)] == ["success"] * 5, states
     rec = landed(landing, records)
     assert {c: r["state"] for c, r in rec.items()} == {
         ok: "ok",
@@ -246,12 +251,11 @@ def test_dag_shape(health_dag: Any) -> None:
     assert dag.doc_md and "openbanking" in dag.tags and dag.max_active_runs == 1
     assert dag.params["conn_ids"] is None and dag.params["warn_within_days"] == 7.0
     tasks = {t.task_id: t for t in dag.tasks}
-    assert set(tasks) == {"consent_conn_ids", "check_consent", "report"}
+    assert set(tasks) == {"consent_conn_ids", "plan_shards", "check_shard", "report"}
     assert all(t.owner != "airflow" for t in dag.tasks)
-    assert tasks["check_consent"].is_mapped and tasks["check_consent"].pool == "openbanking_api"
+    assert tasks["check_shard"].is_mapped and tasks["check_shard"].pool == "openbanking_api"
     report = tasks["report"]
     assert (
-        report.trigger_rule == "all_done"
-        and {"check_consent", "consent_conn_ids"} <= report.upstream_task_ids
+        report.trigger_rule == "all_done" and {"check_shard", "consent_conn_ids"} <= report.upstream_task_ids
     )
     assert [type(cb).__name__ for cb in report.on_failure_callback] == ["LogNotifier"]

@@ -13,6 +13,7 @@ import pytest
 
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 EXPECTED_DAGS = {
+    "openbanking_consent_health",
     "openbanking_accounts_transactions",
     "openbanking_statements",
     "openbanking_customer_profile",
@@ -116,7 +117,7 @@ def test_every_api_task_runs_in_the_openbanking_pool(dagbag: Any) -> None:
             if _is_api_task(task):
                 seen += 1
                 assert task.pool == POOL, (dag_id, task.task_id, task.pool)
-    assert seen >= 8
+    assert seen >= 7
 
 
 def test_main_dag_shape(dagbag: Any) -> None:
@@ -131,22 +132,52 @@ def test_main_dag_shape(dagbag: Any) -> None:
     assert dag.params["conn_ids"] is None
     assert dag.params["warehouse_conn_id"] == "openbanking_warehouse"
 
-    tasks = {t.task_id: t for t in dag.tasks}
-    assert type(tasks["consent.wait_for_consent"]).__name__ == "OpenBankingTokenSensor"
-    assert tasks["consent.wait_for_consent"].mode == "reschedule"
-    assert "consent.wait_for_consent" in tasks["consent.land_accounts"].upstream_task_ids
+    assert dag.params["consents_per_shard"] == 250
 
-    transactions = tasks["land_transactions"]
-    assert transactions.is_mapped, "transactions must use dynamic task mapping over the accounts"
+    tasks = {t.task_id: t for t in dag.tasks}
+    # Mapped over shards, not consents nor accounts: 3 task instances per shard, 3 per run.
+    mapped = {t for t, task in tasks.items() if task.get_closest_mapped_task_group() is not None}
+    assert mapped == {"shard.land_accounts", "shard.land_transactions", "shard.load_transactions"}
+    assert set(tasks) - mapped == {"plan_shards", "table_updated", "all_consents_ok"}
+    assert not [t for t in tasks.values() if "Sensor" in type(t).__name__], "no per-consent sensor"
+    accounts, transactions = tasks["shard.land_accounts"], tasks["shard.land_transactions"]
+    assert type(accounts).__name__ == "OpenBankingAccountsOperator" and accounts.result_type == "details"
+    assert transactions.accounts_from_landing is True, "account ids come from the landed accounts files"
+    assert transactions.trigger_rule == "all_done"
+    assert "shard.land_accounts" in transactions.upstream_task_ids
     assert {a.name for a in transactions.outlets} == {"openbanking_transactions_files"}
-    load = tasks["load_transactions"]
-    assert {a.name for a in load.outlets} == {"openbanking_transactions"}
-    assert load.trigger_rule == "all_done"
-    assert load.max_active_tis_per_dag == 1
-    assert tasks["plan_transactions"].trigger_rule == "all_done"
+    load = tasks["shard.load_transactions"]
+    assert load.trigger_rule == "all_done" and load.max_active_tis_per_dag == 1
+    assert "shard.land_transactions" in load.upstream_task_ids
+    table = tasks["table_updated"]
+    assert {a.name for a in table.outlets} == {"openbanking_transactions"}
+    assert table.trigger_rule == "all_done"
     final = tasks["all_consents_ok"]
     assert final.trigger_rule == "none_failed"
-    assert {"consent.land_accounts", "land_transactions", "load_transactions"} <= final.upstream_task_ids
+    assert "shard.load_transactions" in final.upstream_task_ids
+
+
+def test_every_customer_dag_maps_over_shards(dagbag: Any) -> None:
+    """Task instances per run do not grow with consents: every per-customer task is mapped over
+    a shard plan, and a handful of tasks is not mapped."""
+    for dag_id in (
+        "openbanking_accounts_transactions",
+        "openbanking_statements",
+        "openbanking_customer_profile",
+        "openbanking_consent_health",
+    ):
+        dag = dagbag.get_dag(dag_id)
+        assert "plan_shards" in dag.task_dict, dag_id
+        assert dag.params["consents_per_shard"] >= 100, dag_id
+        unmapped = [
+            t.task_id
+            for t in dag.tasks
+            if not getattr(t, "is_mapped", False) and t.get_closest_mapped_task_group() is None
+        ]
+        assert len(unmapped) <= 3, (dag_id, unmapped)
+        for task in dag.tasks:
+            if _is_api_task(task):
+                assert task.is_mapped or task.get_closest_mapped_task_group() is not None, (dag_id, task)
 
 
 def test_summary_dag_is_scheduled_on_the_transactions_asset(dagbag: Any) -> None:

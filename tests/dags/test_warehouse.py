@@ -68,7 +68,8 @@ def test_window_date_is_the_date_the_api_filters_on() -> None:
     assert window_date(pending("p", "2026-11-11", 1)) == "2026-11-11"
     assert window_date({"postedTimestamp": "2026-11-10T23:30:00-05:00"}) == "2026-11-11"  # UTC day
     row = transaction_row("c", ACC, posted("t", "2026-11-10", 12.5))
-    assert row[:4] == ("c", ACC, "t", "2026-11-10") and row[8] == -12.5
+    assert row[:5] == ("c", "default", ACC, "t", "2026-11-10") and row[9] == -12.5
+    assert transaction_row("c", ACC, posted("t", "2026-11-10", 1), "cust-7")[1] == "cust-7"
     with pytest.raises(ValueError, match="transactionId"):
         transaction_row("c", ACC, {"amount": 1})
 

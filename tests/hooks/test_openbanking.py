@@ -243,10 +243,11 @@ def test_revoked_consent_is_non_retryable(openbanking_conn, sandbox):
         list(hook.iter_accounts())
     assert isinstance(err.value, AirflowFailException)
     assert err.value.code == "602" and "authorize --conn-id openbanking_default" in str(err.value)
-    # The refresh token is dead too: refreshing raises the same error.
+    # The refresh token is dead too: refreshing raises the same error. (A new process would
+    # first reuse the access token the consent store shares, so force the refresh grant.)
     clear_token_cache()
     with pytest.raises(ConsentRequiredError, match="refresh token was rejected"):
-        OpenBankingHook(openbanking_conn).get_access_token()
+        OpenBankingHook(openbanking_conn).refresh_access_token()
 
 
 def test_missing_scope_is_602(make_conn, sandbox):
@@ -384,8 +385,12 @@ def test_rotating_refresh_token_is_stored_before_use(make_conn, sandbox):
     OpenBankingHook(conn_id).get_access_token()
     first = stored_refresh_token(conn_id)
     assert first and first != original
-    clear_token_cache()  # the next task process
+    clear_token_cache()  # the next task process: it shares the stored access token, no grant
     OpenBankingHook(conn_id).get_access_token()
+    assert stored_refresh_token(conn_id) == first
+    assert sandbox.counters()["token_grants"]["refresh_token"] == 1
+    clear_token_cache()  # a process that must refresh (the health check's keep-alive)
+    OpenBankingHook(conn_id).refresh_access_token()
     second = stored_refresh_token(conn_id)
     assert second and second not in (first, original)
     assert sandbox.counters()["invalid_grant"] == 0
@@ -425,7 +430,10 @@ def test_eight_processes_refreshing_a_rotating_token(make_conn, sandbox):
     for p in procs:
         p.join(30)
     assert results == ["ok"] * 8, results
-    assert sandbox.counters()["token_grants"]["refresh_token"] >= 8
+    # One process holds the consent's refresh lease and makes the grant; the others use the
+    # access token it stores: one refresh grant per consent per access-token lifetime.
+    assert sandbox.counters()["token_grants"]["refresh_token"] == 1
+    assert sandbox.counters()["invalid_grant"] == 0
     # Whatever the interleaving, the store ends with a token the server still accepts.
     clear_token_cache()
     assert OpenBankingHook(conn_id).get_access_token()

@@ -35,6 +35,8 @@ CUSTOMER = "cust-0001"
 LOGICAL = dt.datetime(2026, 11, 20, tzinfo=UTC)
 START, END = dt.datetime(2026, 11, 19, tzinfo=UTC), dt.datetime(2026, 11, 20, tzinfo=UTC)
 INTERVAL = "interval=20261119T000000Z_20261120T000000Z"
+#: Every customer dataset lands under its consent; these tests use the connection's own consent.
+CONSENT = "consent_id=default"
 
 
 def daily_dag(dag_id: str) -> DAG:
@@ -123,12 +125,12 @@ def test_every_operator_lands_what_the_bank_has(openbanking_conn, sandbox, dest,
     total = 0
     for account_id in account_ids:
         expected = sandbox.truth_transactions(account_id, "2026-11-05", "2026-11-19")
-        path = Layout(to_storage_path(str(dest)), "transactions", openbanking_conn, START, END).records_file(
-            account_id
-        )
+        path = Layout(
+            to_storage_path(str(dest)), "transactions", openbanking_conn, START, END, "default"
+        ).records_file(account_id)
         assert tx["accounts"][account_id]["path"] == str(path)
         assert str(path).endswith(
-            f"transactions/conn_id={openbanking_conn}/{INTERVAL}/account_id={account_id}.jsonl"
+            f"transactions/conn_id={openbanking_conn}/{CONSENT}/{INTERVAL}/account_id={account_id}.jsonl"
         )
         landed = read_jsonl(path)
         assert ids(landed, "transactionId") == ids(expected, "transactionId")
@@ -143,7 +145,7 @@ def test_every_operator_lands_what_the_bank_has(openbanking_conn, sandbox, dest,
     # -- accounts: one file, full numbers masked, display kept ---------------------------------
     accounts = read_jsonl(x["accounts"]["paths"][0])
     assert x["accounts"]["paths"][0].endswith(
-        f"accounts/conn_id={openbanking_conn}/{INTERVAL}/accounts.jsonl"
+        f"accounts/conn_id={openbanking_conn}/{CONSENT}/{INTERVAL}/accounts.jsonl"
     )
     assert ids(accounts, "accountId") == sorted(account_ids)
     for record in accounts:
@@ -164,7 +166,7 @@ def test_every_operator_lands_what_the_bank_has(openbanking_conn, sandbox, dest,
     assert len(st["files"]) == 2
     for statement in listed:
         (file_url,) = [f for f in st["files"] if f.endswith(f"/{statement['statementId']}.pdf")]
-        assert f"/statement_files/conn_id={openbanking_conn}/" in file_url
+        assert f"/statement_files/conn_id={openbanking_conn}/{CONSENT}/" in file_url
         assert f"/account_id={statement['accountId']}/" in file_url
         assert local(file_url).read_bytes().startswith(b"%PDF")
 
@@ -183,7 +185,7 @@ def test_every_operator_lands_what_the_bank_has(openbanking_conn, sandbox, dest,
 
     (customer,) = read_jsonl(x["customer"]["paths"][0])
     assert customer["customerId"] == CUSTOMER
-    assert f"/ob_every_operator/customer/conn_id={openbanking_conn}/" in x["customer"]["paths"][0]
+    assert f"/ob_every_operator/customer/conn_id={openbanking_conn}/{CONSENT}/" in x["customer"]["paths"][0]
 
     holdings = read_jsonl(x["holdings"]["paths"][0])
     expected_holdings = [h for a in investment for h in truth[a]["holdings"]]
