@@ -97,9 +97,10 @@ def screenshots(
                 shots += [grid.name, graph.name]
 
             if deferred:  # the sensor that waited in the triggerer: its log
+                mapped = f"/mapped/{deferred['map_index']}" if deferred.get("map_index", -1) >= 0 else ""
                 page.goto(
-                    f"{base}/dags/{dag_id}/runs/{deferred['dag_run_id']}/tasks/{deferred['task_id']}"
-                    f"/mapped/{deferred['map_index']}",
+                    f"{base}/dags/{deferred.get('dag_id', dag_id)}/runs/{deferred['dag_run_id']}"
+                    f"/tasks/{deferred['task_id']}{mapped}",
                     wait_until="domcontentloaded",
                 )
                 page.get_by_text("deferring to the triggerer", exact=False).first.wait_for()

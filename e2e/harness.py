@@ -4,6 +4,7 @@ the list of checks, and a view of the sockets the run's processes listen on."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -20,6 +21,8 @@ BIN = Path(sys.executable).parent
 #: sweep can find a straggler that escaped its process group, and nothing else.
 MARKER = "OPENBANKING_E2E_RUN"
 
+#: The main DAG's lookback (dags/openbanking_accounts_transactions.py).
+LOOKBACK = dt.timedelta(days=14)
 _T0 = time.monotonic()
 
 
@@ -324,3 +327,29 @@ class Checks:
     @property
     def failed(self) -> list[str]:
         return [r["check"] for r in self.results if not r["ok"]]
+
+
+def iso(value: str | None) -> dt.datetime:
+    assert value, "missing datetime"
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def run_windows(
+    runs: list[dict[str, Any]], default_conn_ids: list[str], lookback: dt.timedelta = LOOKBACK
+) -> dict[str, list[tuple[dt.date, dt.date]]]:
+    """Per connection, the date windows (inclusive) its transactions were queried for."""
+    windows: dict[str, list[tuple[dt.date, dt.date]]] = {}
+    for run in runs:
+        start, end = iso(run["data_interval_start"]), iso(run["data_interval_end"])
+        window = ((start - lookback).date(), (end - dt.timedelta(days=1)).date())
+        for conn_id in (run.get("conf") or {}).get("conn_ids") or default_conn_ids:
+            windows.setdefault(conn_id, []).append(window)
+    return windows
+
+
+def sql_rows(url: str, query: str) -> list[tuple[Any, ...]]:
+    import psycopg2
+
+    with contextlib.closing(psycopg2.connect(url)) as conn, conn.cursor() as cur:
+        cur.execute(query)
+        return list(cur.fetchall())

@@ -80,24 +80,27 @@ from harness import (  # noqa: E402
     run_cli,
     run_clis,
     run_pids,
+    run_windows,
     say,
+    sql_rows,
     wait_for,
 )
 
 HOME = REPO / ".e2e-home"
 ARTIFACTS = REPO / "e2e-artifacts"
 MAIN_DAG = "openbanking_accounts_transactions"
+#: The e2e's own DAG (bundle ``e2e``, ``e2e/dags/``): a deferrable consent sensor, then the accounts.
+GATE_DAG = "openbanking_e2e_consent_gate"
 POOL = "openbanking_api"
 POOL_SLOTS = 4
 PARALLELISM = 4
 WORKERS = ("worker-1", "worker-2")
 WORKER_CONCURRENCY = 2
-LOOKBACK = dt.timedelta(days=14)  # the main DAG's lookback (dags/openbanking_accounts_transactions.py)
 UTC = dt.timezone.utc
 #: The consents every run covers (the Variable ``openbanking_conn_ids``): connection -> customer.
 CONSENTS = {"openbanking_default": "cust-0001", "openbanking_customer_2": "cust-0002"}
-#: A third consent, added to the second triggered run only (its ``conn_ids`` param), whose bank
-#: gateway (a second sandbox) is down when the run starts: its sensor is the one that defers.
+#: A third consent, behind the consent gate of GATE_DAG, whose bank gateway (a second sandbox) is
+#: down when its run starts: its sensor is the one that defers.
 LATE_CONSENT = ("openbanking_customer_3", "cust-0003")
 WAREHOUSE_CONN = "openbanking_warehouse"
 AWS_CONN = "aws_e2e"
@@ -110,6 +113,7 @@ SCHEDULER_HOST = ("api-server", "scheduler", "dag-processor", "triggerer")
 AWS_KEY = ("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
 TERMINAL = {"success", "failed"}
 AUDIT_DIR = HERE / "audit"
+LOCAL_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"
 
 
 # -- the deployment ---------------------------------------------------------------------------------
@@ -212,6 +216,17 @@ class Deployment:
                 "no_proxy": "127.0.0.1,localhost",
                 "PYTHONUNBUFFERED": "1",
                 "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+                # Two DAG bundles: the example DAGs, and the e2e's own consent-gate DAG.
+                "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(
+                    [
+                        {
+                            "name": "dags-folder",
+                            "classpath": LOCAL_BUNDLE,
+                            "kwargs": {"path": str(REPO / "dags")},
+                        },
+                        {"name": "e2e", "classpath": LOCAL_BUNDLE, "kwargs": {"path": str(HERE / "dags")}},
+                    ]
+                ),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 "AIRFLOW__CORE__EXECUTOR": EXECUTOR,
                 "AIRFLOW__CORE__PARALLELISM": str(PARALLELISM),
@@ -322,32 +337,6 @@ def connection_commands(
 # -- checks -----------------------------------------------------------------------------------------
 
 
-def iso(value: str | None) -> dt.datetime:
-    assert value, "missing datetime"
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def run_windows(
-    runs: list[dict[str, Any]], default_conn_ids: list[str]
-) -> dict[str, list[tuple[dt.date, dt.date]]]:
-    """Per connection, the date windows (inclusive) its transactions were queried for."""
-    windows: dict[str, list[tuple[dt.date, dt.date]]] = {}
-    for run in runs:
-        start, end = iso(run["data_interval_start"]), iso(run["data_interval_end"])
-        window = ((start - LOOKBACK).date(), (end - dt.timedelta(days=1)).date())
-        for conn_id in (run.get("conf") or {}).get("conn_ids") or default_conn_ids:
-            windows.setdefault(conn_id, []).append(window)
-    return windows
-
-
-def sql_rows(url: str, query: str) -> list[tuple[Any, ...]]:
-    import psycopg2
-
-    with contextlib.closing(psycopg2.connect(url)) as conn, conn.cursor() as cur:
-        cur.execute(query)
-        return list(cur.fetchall())
-
-
 def check_warehouse(
     checks: Checks,
     url: str,
@@ -406,6 +395,91 @@ def check_warehouse(
     )
 
 
+#: The warehouse table as the provider created it before consents (0.x: key without consent_id).
+LEGACY_DDL = """CREATE TABLE openbanking_transactions (
+    conn_id VARCHAR(250) NOT NULL,
+    account_id VARCHAR(250) NOT NULL,
+    transaction_id VARCHAR(250) NOT NULL,
+    window_date VARCHAR(10) NOT NULL,
+    status VARCHAR(32),
+    posted_timestamp VARCHAR(40),
+    transaction_timestamp VARCHAR(40),
+    amount NUMERIC(18, 2),
+    signed_amount NUMERIC(18, 2),
+    debit_credit_memo VARCHAR(16),
+    description VARCHAR(1000),
+    category VARCHAR(250),
+    account_category VARCHAR(40),
+    reference_transaction_id VARCHAR(250),
+    record TEXT,
+    PRIMARY KEY (conn_id, account_id, transaction_id)
+)"""
+#: A connection no run covers: its old row must survive the migration, as consent ``default``.
+LEGACY_CONN = "openbanking_retired"
+
+
+def seed_legacy_table(
+    url: str, consents: dict[str, str], accounts: dict[str, list[str]], dates: list[dt.datetime]
+) -> None:
+    """The warehouse as a 0.x deployment left it: the table of before consents, holding a row the
+    bank no longer has inside a window the runs replace, and a row of a connection no run covers.
+    The first load must migrate it (issue 14) on this real PostgreSQL."""
+    import psycopg2
+
+    conn_id = next(iter(consents))
+    day = (dates[0] - dt.timedelta(days=1)).date().isoformat()
+    with contextlib.closing(psycopg2.connect(url)) as db, db.cursor() as cur:
+        cur.execute(LEGACY_DDL)
+        cur.executemany(
+            "INSERT INTO openbanking_transactions (conn_id, account_id, transaction_id, window_date, status, amount)"
+            " VALUES (%s, %s, %s, %s, 'POSTED', 1.00)",
+            [
+                (conn_id, accounts[conn_id][0], "stale-0x-row", day),
+                (LEGACY_CONN, "acct-old", "kept-0x-row", day),
+            ],
+        )
+        db.commit()
+    say(
+        f"  warehouse: the 0.x table (no consent_id) with a stale row of {conn_id} and a row of {LEGACY_CONN}"
+    )
+
+
+def check_legacy_migrated(checks: Checks, url: str) -> None:
+    name = "0.x warehouse table migrated on PostgreSQL"
+    try:
+        columns = {
+            r[0]
+            for r in sql_rows(
+                url,
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'openbanking_transactions'",
+            )
+        }
+        key = [
+            r[0]
+            for r in sql_rows(
+                url,
+                """SELECT a.attname FROM pg_index i JOIN pg_attribute a
+            ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+            WHERE i.indrelid = 'openbanking_transactions'::regclass AND i.indisprimary ORDER BY a.attname""",
+            )
+        ]
+        stale = sql_rows(
+            url, "SELECT COUNT(*) FROM openbanking_transactions WHERE transaction_id = 'stale-0x-row'"
+        )[0][0]
+        kept = sql_rows(
+            url, f"SELECT consent_id FROM openbanking_transactions WHERE conn_id = '{LEGACY_CONN}'"
+        )
+    except Exception as exc:
+        checks.add(name, False, f"{type(exc).__name__}: {exc}")
+        return
+    checks.add(
+        name,
+        "consent_id" in columns and "consent_id" in key and stale == 0 and kept == [("default",)],
+        f"primary key {sorted(key)}; the stale row inside a replaced window: {'gone' if stale == 0 else 'STILL THERE'}; "
+        f"the other connection's row kept as consent {[r[0] for r in kept]}",
+    )
+
+
 def defer_exit_processed(log: Path, deferred: dict[str, Any]) -> bool:
     """Has the scheduler processed the executor's event of the worker that deferred this TI?
 
@@ -440,7 +514,7 @@ def check_triggerer(
     ti = next(
         (
             t
-            for t in tis_by_run.get(deferred["dag_run_id"], [])
+            for t in tis_by_run.get((deferred["dag_id"], deferred["dag_run_id"]), [])
             if t["task_id"] == deferred["task_id"] and t["map_index"] == deferred["map_index"]
         ),
         None,
@@ -448,7 +522,7 @@ def check_triggerer(
     # What the trigger logged: the triggerer writes attempt=N.log.trigger.<id>.log and uploads it
     # to the remote log folder (its local copy is then empty).
     prefix = (
-        f"airflow-logs/dag_id={MAIN_DAG}/run_id={deferred['dag_run_id']}/task_id={deferred['task_id']}"
+        f"airflow-logs/dag_id={deferred['dag_id']}/run_id={deferred['dag_run_id']}/task_id={deferred['task_id']}"
         f"/map_index={deferred['map_index']}/"
     )
     s3 = dep.s3()
@@ -469,7 +543,11 @@ def check_triggerer(
     for try_number in range(1, int((ti or {}).get("try_number") or 1) + 1):
         with contextlib.suppress(E2EError):
             task_log += api.task_log(
-                MAIN_DAG, deferred["dag_run_id"], deferred["task_id"], deferred["map_index"], try_number
+                deferred["dag_id"],
+                deferred["dag_run_id"],
+                deferred["task_id"],
+                deferred["map_index"],
+                try_number,
             )
     deferred_in_task_log = "deferring to the triggerer" in task_log
     from_s3 = f"s3://{BUCKET}/" in task_log
@@ -651,7 +729,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--consents",
         type=int,
-        default=0,
+        default=120,
         help="consents of the sharded many-consent run (issue 14) after the main scenario; 0: skip it",
     )
     p.add_argument(
@@ -826,33 +904,44 @@ def main(argv: list[str] | None = None) -> int:
             for conn_id, customer in customers.items()
         }
 
-        def dag_parsed() -> bool:
+        def dags_parsed() -> bool:
             procs.check_alive()
             errors = api.call("GET", "/importErrors")
             if errors and errors.get("total_entries"):
                 raise E2EError(f"DAG import errors: {json.dumps(errors)[:2000]}")
-            return api.call("GET", f"/dags/{MAIN_DAG}", ok=(404,)) is not None
+            return all(api.call("GET", f"/dags/{d}", ok=(404,)) is not None for d in (MAIN_DAG, GATE_DAG))
 
-        wait_for(f"{MAIN_DAG} to be parsed", dag_parsed, timeout=300)
+        wait_for(f"{MAIN_DAG} and {GATE_DAG} to be parsed", dags_parsed, timeout=300)
         phase("services_up")
 
-        # The late consent's token endpoint is down when the runs start: its sensor's own check
+        seed_legacy_table(dep.warehouse_url, CONSENTS, accounts, dates)
+        # The late consent's token endpoint is down when its gate starts: the sensor's own check
         # fails, so it defers (`[operators] default_deferrable`) and waits in the triggerer.
         gateway.inject({"kind": "status", "status": 503, "path": "/api/v1/token", "count": 1_000_000})
-        api.call("PATCH", f"/dags/{MAIN_DAG}", json={"is_paused": False})
-        triggered = []
-        for i, logical in enumerate(dates):
+        for dag_id in (MAIN_DAG, GATE_DAG):
+            api.call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+        triggered: list[tuple[str, str]] = []
+        for logical in dates:
             body: dict[str, Any] = {
                 "dag_run_id": f"e2e__{logical:%Y-%m-%d}",
                 "logical_date": logical.isoformat(),
                 "note": "triggered by make e2e",
             }
-            if i == len(dates) - 1:
-                body["conf"] = {"conn_ids": [*CONSENTS, late_conn]}
-            triggered.append(api.call("POST", f"/dags/{MAIN_DAG}/dagRuns", json=body)["dag_run_id"])
+            triggered.append(
+                (MAIN_DAG, api.call("POST", f"/dags/{MAIN_DAG}/dagRuns", json=body)["dag_run_id"])
+            )
+        gate_body = {
+            "dag_run_id": "e2e__gate",
+            "logical_date": dates[-1].isoformat(),
+            "note": "triggered by make e2e",
+        }
+        triggered.append(
+            (GATE_DAG, api.call("POST", f"/dags/{GATE_DAG}/dagRuns", json=gate_body)["dag_run_id"])
+        )
         say(
-            f"Unpaused {MAIN_DAG}; triggered {', '.join(triggered)} "
-            f"(the last one with {late_conn}, whose token endpoint is down)"
+            f"Unpaused {MAIN_DAG} (consents {', '.join(CONSENTS)}) and triggered it for "
+            f"{', '.join(r for d, r in triggered if d == MAIN_DAG)}; triggered {GATE_DAG} for "
+            f"{late_conn}, whose token endpoint is down"
         )
 
         deferred: dict[str, Any] = {}
@@ -864,12 +953,13 @@ def main(argv: list[str] | None = None) -> int:
         runs: list[dict[str, Any]] = []
         while True:
             procs.check_alive()
-            runs = api.dag_runs(MAIN_DAG)
+            runs = [{**r, "dag_id": d} for d in (MAIN_DAG, GATE_DAG) for r in api.dag_runs(d)]
             if not outage_over:
                 if not deferred:
-                    for ti in api.task_instances(MAIN_DAG, state="deferred"):
+                    for ti in api.task_instances(GATE_DAG, state="deferred"):
                         deferred = {
-                            k: ti.get(k) for k in ("dag_run_id", "task_id", "map_index", "try_number")
+                            k: ti.get(k)
+                            for k in ("dag_id", "dag_run_id", "task_id", "map_index", "try_number")
                         }
                         deferred_seen = time.monotonic()
                         say(f"  deferred: {deferred}")
@@ -893,7 +983,7 @@ def main(argv: list[str] | None = None) -> int:
             if report != last_report:
                 say(f"  runs: {report}")
                 last_report = report
-            ids = {r["dag_run_id"] for r in runs}
+            ids = {(r["dag_id"], r["dag_run_id"]) for r in runs}
             if set(triggered) <= ids and all(r["state"] in TERMINAL for r in runs) and outage_over:
                 break
             if time.monotonic() > runs_deadline:
@@ -902,11 +992,14 @@ def main(argv: list[str] | None = None) -> int:
         phase("runs")
 
         say("Checks")
-        tis_by_run = {r["dag_run_id"]: api.task_instances(MAIN_DAG, r["dag_run_id"]) for r in runs}
+        tis_by_run = {
+            (r["dag_id"], r["dag_run_id"]): api.task_instances(r["dag_id"], r["dag_run_id"]) for r in runs
+        }
         summary["runs"] = [
             {
                 k: r.get(k)
                 for k in (
+                    "dag_id",
                     "dag_run_id",
                     "run_type",
                     "state",
@@ -918,17 +1011,17 @@ def main(argv: list[str] | None = None) -> int:
             for r in runs
         ]
         not_ok = {
-            rid: sorted(
+            f"{dag_id}/{rid}": sorted(
                 f"{t['task_id']}[{t['map_index']}]={t['state']}" for t in tis if t["state"] != "success"
             )
-            for rid, tis in tis_by_run.items()
+            for (dag_id, rid), tis in tis_by_run.items()
         }
         checks.add(
             "every run and task instance succeeded",
             set(triggered) <= set(tis_by_run)
             and all(r["state"] == "success" for r in runs)
             and not any(not_ok.values()),
-            f"{len(runs)} runs ({', '.join(sorted(r['run_type'] for r in runs))}), "
+            f"{len(runs)} runs ({', '.join(sorted(r['dag_id'].removeprefix('openbanking_') + ':' + r['run_type'] for r in runs))}), "
             f"{sum(map(len, tis_by_run.values()))} task instances"
             + (
                 f"; not successful: { {k: v for k, v in not_ok.items() if v} }"
@@ -936,8 +1029,9 @@ def main(argv: list[str] | None = None) -> int:
                 else ""
             ),
         )
-        windows = run_windows(runs, list(CONSENTS))
-        check_warehouse(checks, dep.warehouse_url, windows, banks, accounts)
+        windows = run_windows([r for r in runs if r["dag_id"] == MAIN_DAG], list(CONSENTS))
+        check_warehouse(checks, dep.warehouse_url, windows, banks, {c: accounts[c] for c in CONSENTS})
+        check_legacy_migrated(checks, dep.warehouse_url)
         check_triggerer(checks, api, dep, deferred, tis_by_run)
         counters = {"bank": bank.counters(), "gateway": gateway.counters()}
         summary["sandbox_counters"] = counters
@@ -953,24 +1047,24 @@ def main(argv: list[str] | None = None) -> int:
         stored = api.call("GET", "/variables", params={"limit": 100})
         keys = sorted(v["key"] for v in stored.get("variables", []))
         checks.add(
-            "rotated refresh tokens are kept in the token-store Variables",
+            "rotated refresh tokens are kept in the consent store (Variables)",
             all(f"openbanking_token__{c}" in keys for c in customers),
             f"Variables: {keys}",
         )
         summary["landing"] = check_landing(checks, dep, list(customers))
         per_worker = worker_task_logs(dep)
         summary["shape_recorded"] = check_shape(checks, dep, per_worker, logs / "scheduler.log")
-        check_no_local_writes(checks, dep, logs)
-        summary["listening"] = check_listening(checks, dep, procs)
         phase("checks")
 
         if not args.no_browser:
             say("Headless Chromium: connection form and DAG run screenshots")
             from browser import check_form, screenshots
 
-            good = [r["dag_run_id"] for r in runs if r["dag_run_id"] in triggered and r["state"] == "success"]
+            good = [rid for d, rid in triggered if d == MAIN_DAG and (d, rid) in tis_by_run]
             try:
-                ui = screenshots(MAIN_DAG, dep.base, password, (good or triggered)[-1], deferred, ARTIFACTS)
+                ui = screenshots(
+                    MAIN_DAG, dep.base, password, good[-1] if good else None, deferred, ARTIFACTS
+                )
                 summary["ui"] = ui
                 check_form(checks, ui["form"])
                 checks.add(
@@ -987,8 +1081,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.consents > 0:
             from many_consents import run_many_consents
 
-            summary["many_consents"] = run_many_consents(args.consents, dep, api, procs, checks, logs)
+            say(f"Sharded many-consent run: {args.consents} consents of one connection")
+            summary["many_consents"] = run_many_consents(
+                args.consents, dep, api, procs, checks, logs, dates[-1], bank_options
+            )
             phase("many_consents")
+
+        say("Local disk and network")
+        check_no_local_writes(checks, dep, logs)
+        summary["listening"] = check_listening(checks, dep, procs)
 
         if args.hold:
             say(f"Holding for {args.hold:.0f} s: UI {dep.base} (admin; password in {password_file})")
