@@ -347,8 +347,11 @@ def check_warehouse(
     """The Postgres table must hold exactly the bank's transactions of the windows the runs covered."""
     name = "warehouse (PostgreSQL) equals the bank's truth"
     try:
+        covered = ", ".join(f"'{c}'" for c in accounts)  # LEGACY_CONN's row is checked on its own
         rows = sql_rows(
-            url, "SELECT conn_id, account_id, transaction_id, status, amount FROM openbanking_transactions"
+            url,
+            "SELECT conn_id, account_id, transaction_id, status, amount FROM openbanking_transactions"
+            f" WHERE conn_id IN ({covered})",
         )
     except Exception as exc:
         checks.add(name, False, f"cannot read openbanking_transactions: {type(exc).__name__}: {exc}")
@@ -521,9 +524,10 @@ def check_triggerer(
     )
     # What the trigger logged: the triggerer writes attempt=N.log.trigger.<id>.log and uploads it
     # to the remote log folder (its local copy is then empty).
+    mapped = f"map_index={deferred['map_index']}/" if deferred["map_index"] >= 0 else ""
     prefix = (
-        f"airflow-logs/dag_id={deferred['dag_id']}/run_id={deferred['dag_run_id']}/task_id={deferred['task_id']}"
-        f"/map_index={deferred['map_index']}/"
+        f"airflow-logs/dag_id={deferred['dag_id']}/run_id={deferred['dag_run_id']}"
+        f"/task_id={deferred['task_id']}/{mapped}"
     )
     s3 = dep.s3()
     trigger_logs = [
