@@ -209,6 +209,7 @@ def run_many_consents(
             + (f"; not successful: {bad}" if bad else ""),
         )
         summary["task_instances"] = len(tis)
+        dep.snapshot_listening(procs.group_ids)  # the many-consent bank is up too
 
         check_many_warehouse(checks, dep.warehouse_url, bank, run, [c["consent_id"] for c in consents])
         counters = bank.counters()

@@ -133,6 +133,7 @@ class Deployment:
         self.metadata_url = self.warehouse_url = self.broker_url = self.result_backend = ""
         self.s3_endpoint = ""
         self.pg: Any = None
+        self.sockets_seen: list[dict[str, Any]] = []
         from cryptography.fernet import Fernet
 
         # One deployment, one configuration: every host gets the same Fernet key and JWT secret.
@@ -183,6 +184,10 @@ class Deployment:
     @property
     def groups(self) -> set[int]:
         return {s.proc.pid for s in self.services}
+
+    def snapshot_listening(self, groups: set[int]) -> None:
+        """Note the sockets this run's processes listen on now (checked at the end)."""
+        self.sockets_seen += listening(run_pids(self.run_id, groups | self.groups))
 
     def shape(self) -> dict[str, str]:
         """What the log states about the deployment, from the configuration it is given."""
@@ -505,7 +510,7 @@ def check_triggerer(
     api: Api,
     dep: Deployment,
     deferred: dict[str, Any],
-    tis_by_run: dict[str, list[dict[str, Any]]],
+    tis_by_run: dict[tuple[str, str], list[dict[str, Any]]],
 ) -> None:
     """A consent sensor went through ``deferred``, its trigger ran in the triggerer and fired
     success, and the sensor then finished on a worker; its log, uploaded by the worker, is read
@@ -671,7 +676,7 @@ def check_shape(
     try:
         shape["scheduler_executor"] = sorted(
             {
-                line.split("Loaded executor:", 1)[1].split("[", 1)[0].strip()
+                line.split("Loaded executor:", 1)[1].split("[", 1)[0].strip().strip(":")
                 for line in scheduler_log.read_text(errors="replace").splitlines()
                 if "Loaded executor:" in line
             }
@@ -703,7 +708,11 @@ def check_shape(
 
 
 def check_listening(checks: Checks, dep: Deployment, procs: Processes) -> list[dict[str, Any]]:
-    sockets = listening(run_pids(dep.run_id, procs.group_ids | dep.groups))
+    """Every socket this run's processes listened on, seen now and at the earlier snapshots."""
+    dep.snapshot_listening(procs.group_ids)
+    sockets = sorted(
+        {(s["pid"], s["port"]): s for s in dep.sockets_seen}.values(), key=lambda s: (s["port"], s["pid"])
+    )
     beyond = [s for s in sockets if s["address"] != "127.0.0.1"]
     checks.add(
         "nothing listens beyond 127.0.0.1",
@@ -859,10 +868,6 @@ def main(argv: list[str] | None = None) -> int:
         run_cli(env, HOME, "db", "migrate", log=logs / "db-migrate.log")
         phase("setup")
 
-        say("Connections, pool and Variable with the airflow CLI")
-        run_clis(env, HOME, connection_commands(dep, banks, customers), logs)
-        phase("configured")
-
         say(
             f"Starting {', '.join(SCHEDULER_HOST)} (API on {dep.base}) and {len(WORKERS)} Celery workers "
             f"({EXECUTOR}, concurrency {WORKER_CONCURRENCY} each)"
@@ -890,6 +895,11 @@ def main(argv: list[str] | None = None) -> int:
                 logs / f"{name}.log",
                 dep.worker_dir(name),
             )
+
+        # While the services start: what an admin types, straight into the metadata DB.
+        say("Connections, pool and Variable with the airflow CLI")
+        run_clis(env, HOME, connection_commands(dep, banks, customers), logs)
+        phase("configured")
 
         def healthy() -> bool:
             procs.check_alive()
@@ -994,6 +1004,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise E2EError(f"runs not finished after {args.runs_timeout:.0f} s: {report}")
             time.sleep(3)
         phase("runs")
+        dep.snapshot_listening(procs.group_ids)
 
         say("Checks")
         tis_by_run = {
