@@ -24,6 +24,7 @@ import json
 import os
 import sys
 import threading
+import types
 
 _REPORT = os.environ.get("OPENBANKING_E2E_AUDIT")
 
@@ -82,7 +83,7 @@ def _install(report: str) -> None:
                 paths.append(os.path.abspath(text))
             if not paths:
                 return
-            frame = sys._getframe(1)
+            frame: types.FrameType | None = sys._getframe(1)
             stack = []
             while frame is not None:
                 stack.append(f"{frame.f_code.co_filename}:{frame.f_lineno}")
