@@ -55,10 +55,10 @@ def _task_process(name: str, make: Any, out: Path) -> int:
         grants = 0
         real_refresh = OpenBankingHook._refresh_access_token
 
-        def counting_refresh(self: Any) -> Any:
+        def counting_refresh(self: Any, *args: Any, **kwargs: Any) -> Any:
             nonlocal grants
             grants += 1
-            return real_refresh(self)
+            return real_refresh(self, *args, **kwargs)
 
         OpenBankingHook._refresh_access_token = counting_refresh  # type: ignore[method-assign]
         t0 = time.perf_counter()

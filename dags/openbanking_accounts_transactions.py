@@ -106,6 +106,16 @@ def openbanking_accounts_transactions() -> None:
         params = params or {}
         return shard_plan(resolve_conn_ids(params.get("conn_ids")), params.get("consents_per_shard"))
 
+    @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[TRANSACTIONS_TABLE_ASSET])
+    def table_updated() -> None:
+        """Every shard's load ran: the table is as up to date as this run makes it."""
+
+    @task(trigger_rule=TriggerRule.NONE_FAILED)
+    def all_consents_ok() -> None:
+        """Runs only if no consent, account or load failed: otherwise the run ends failed."""
+
+    table, final = table_updated(), all_consents_ok()
+
     @task_group(group_id="shard")
     def shard(openbanking_conn_id: str, shard_index: int, shard_count: int) -> None:
         """Per shard: land the consents' accounts, then their transactions, then load them."""
@@ -161,19 +171,13 @@ def openbanking_accounts_transactions() -> None:
                 (params or {}).get("warehouse_conn_id") or WAREHOUSE_CONN_ID,
             )
 
-        accounts >> transactions >> load(openbanking_conn_id, shard_index, shard_count)
+        loaded = load(openbanking_conn_id, shard_index, shard_count)
+        accounts >> transactions >> loaded
+        loaded >> table
+        # Every step of every shard counts for the verdict, not only the group's last one.
+        [accounts, transactions, loaded] >> final
 
-    shards = shard.expand_kwargs(plan_shards())
-
-    @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[TRANSACTIONS_TABLE_ASSET])
-    def table_updated() -> None:
-        """Every shard's load ran: the table is as up to date as this run makes it."""
-
-    @task(trigger_rule=TriggerRule.NONE_FAILED)
-    def all_consents_ok() -> None:
-        """Runs only if no consent, account or load failed: otherwise the run ends failed."""
-
-    shards >> [table_updated(), all_consents_ok()]
+    shard.expand_kwargs(plan_shards())
 
 
 openbanking_accounts_transactions()

@@ -2,8 +2,10 @@
 ### Open Banking: consent health, every day
 
 Consents die quietly: Flinks drops a refresh token after 30 days without use, customers revoke
-access at their bank, scopes get narrowed. This DAG notices before a dashboard goes stale. For
-every consent of every connection in `conn_ids`, mapped over shards of each connection's consents
+access at their bank, scopes get narrowed. This DAG notices before a dashboard goes stale. It
+covers every consent of every listed ``openbanking`` connection (a connection is one client; its
+consents are the ``default`` one of its ``refresh_token`` extra plus every consent in its consent
+store, e.g. imported with `airflow-openbanking consents import`), mapped over shards of each connection's consents
 (param `consents_per_shard`; `shards + 2` task instances per run, no task per consent):
 
 1. **check_shard** (mapped over the shards) -- for each consent of the shard, on a few threads:
@@ -18,7 +20,8 @@ every consent of every connection in `conn_ids`, mapped over shards of each conn
    `warnings`. A consent that had been idle for 23 days or more (param `warn_within_days`) is `ok`
    with a warning. No tokens, secrets or account numbers, in the record or in the log.
 2. **report** -- runs after every check, landed or not: succeeds when every consent is healthy,
-   otherwise fails with one summary line per unhealthy consent (`<conn_id>: <state>: <what to do>`).
+   otherwise fails with one summary line per unhealthy consent (`<conn_id>: <state>: <what to do>`,
+   `<conn_id> consent <consent_id>: …` for a consent other than `default`).
 
 Alerting is a standard `on_failure_callback` on **report**: here `LogNotifier`, which only logs.
 Swap in `SlackNotifier` (`apache-airflow-providers-slack`) or `SmtpNotifier`
@@ -37,7 +40,7 @@ from typing import Any
 from airflow.sdk import CronDataIntervalTimetable, Param, TriggerRule, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_provider_openbanking.consent import IDLE_LAPSE_DAYS, IDLE_WARN_DAYS
+from airflow_provider_openbanking.consents.health import IDLE_LAPSE_DAYS, IDLE_WARN_DAYS
 from airflow_provider_openbanking.example_dags_support import (
     DEFAULT_CONSENTS_PER_SHARD,
     POOL,
@@ -155,7 +158,7 @@ def openbanking_consent_health() -> None:
     @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, on_failure_callback=ALERT)
     def report(conn_ids: Any, records: Any) -> dict[str, Any]:
         """Fail with one line per unhealthy consent -- after every record has landed."""
-        from airflow_provider_openbanking.consent import summarize_health
+        from airflow_provider_openbanking.consents.health import summarize_health
 
         summary = summarize_health(records, conn_ids)
         for warning in summary.warnings:
@@ -164,7 +167,7 @@ def openbanking_consent_health() -> None:
             for line in summary.unhealthy:
                 log.error("%s", line)
             raise AirflowFailException(summary.failure_message())
-        log.info("All %d consent(s) healthy", len(summary.healthy))
+        log.info("All %d consent(s) of %d connection(s) healthy", summary.checked, len(summary.conn_ids))
         return summary.as_dict()
 
     conn_ids = consent_conn_ids()

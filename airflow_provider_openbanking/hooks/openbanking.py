@@ -314,9 +314,9 @@ class OpenBankingHook(BaseHook):
         )
         other.__dict__["config"] = self.config
         other._secrets = self._secrets  # connection-level secrets (the client secret)
-        if "transport" in self.__dict__:
-            other.__dict__["transport"] = self.transport
-            other._owns_transport = False
+        other.__dict__["transport"] = self.transport
+        other.__dict__["_client_tokens"] = self._client_tokens
+        other._owns_transport = False
         return other
 
     def consent_ids(self) -> list[str]:
@@ -451,8 +451,15 @@ class OpenBankingHook(BaseHook):
             None,
             None,
             detail,
-            hint=ConsentRequiredError.hint_for(self.config.conn_id),
+            hint=self._reauthorize_hint(),
         )
+
+    def _reauthorize_hint(self) -> str:
+        hint = ConsentRequiredError.hint_for(self.openbanking_conn_id)
+        if self.consent_id == DEFAULT_CONSENT_ID:
+            return hint
+        option = f"--conn-id {self.openbanking_conn_id}"
+        return hint.replace(option, f"{option} --consent-id {self.consent_id}", 1)
 
     def _token_of(self, record: ConsentRecord | None) -> str:
         """The refresh token to use: the chain's stored one, else the connection's (``default``)."""
@@ -634,7 +641,7 @@ class OpenBankingHook(BaseHook):
                 raise exc.recast(
                     ConsentRequiredError,
                     api_message="the refresh token was rejected (revoked, lapsed after 30 idle days, or already rotated)",
-                    hint=ConsentRequiredError.hint_for(self.openbanking_conn_id),
+                    hint=self._reauthorize_hint(),
                 ) from None
             access = self._to_access_token(data)
             self._save_grant(token, data, access)

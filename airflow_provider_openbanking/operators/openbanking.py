@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException
 
 from airflow_provider_openbanking.batch import (
     DEFAULT_CONSENT_ID,
@@ -59,7 +59,7 @@ from airflow_provider_openbanking.batch import (
     select_consents,
     summarize,
 )
-from airflow_provider_openbanking.exceptions import AccountUnavailableError
+from airflow_provider_openbanking.exceptions import AccountUnavailableError, ConnectionConfigError
 from airflow_provider_openbanking.fdx import mask_account_number, mask_account_numbers
 from airflow_provider_openbanking.landing import (
     AtomicWriter,
@@ -482,7 +482,15 @@ class _ConsentBatchOperator(_OpenBankingBaseOperator):
         hook = OpenBankingHook(self.openbanking_conn_id)
         batched = self.batched
         try:
-            consents = self.resolve_consents(hook)
+            try:
+                consents = self.resolve_consents(hook)
+            except (AirflowNotFoundException, ConnectionConfigError, ValueError) as exc:
+                # A connection that does not exist or is malformed stays so: no retry can help.
+                raise AirflowFailException(
+                    f"{self.dataset}: cannot list the consents of connection {self.openbanking_conn_id!r}: "
+                    f"{exc}. Create or fix it (`airflow connections add {self.openbanking_conn_id} "
+                    "--conn-type openbanking …`); retrying cannot help."
+                ) from exc
             self._page_logs = len(consents) == 1
             self.log.info(
                 "Landing %s of %d consent(s) of connection %r for [%s, %s) under %s (%d worker(s))",

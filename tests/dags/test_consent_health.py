@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_openbanking.consent import IDLE_LAPSE_DAYS
+from airflow_provider_openbanking.consents import ConsentRecord, VariableConsentStore, fingerprint
+from airflow_provider_openbanking.consents.health import IDLE_LAPSE_DAYS
 from airflow_provider_openbanking.landing import read_jsonl
 from airflow_provider_openbanking.notifications.log import LogNotifier
-from airflow_provider_openbanking.token_store import TokenRecord, VariableTokenStore, fingerprint
 
 pytestmark = pytest.mark.slow
 
@@ -35,6 +35,7 @@ DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / f"{DAG_ID}.py"
 #: Every record field the issue asks for, and the ones a reader needs to act on it.
 RECORD_FIELDS = {
     "conn_id",
+    "consent_id",
     "state",
     "healthy",
     "message",
@@ -100,8 +101,10 @@ def idle_consent(
     token = sandbox.grant_consent(customer_id, idle_days=days)
     make_conn(conn_id, refresh_token=token, rotation_wait=0.1)
     when = (dt.datetime.now(UTC) - dt.timedelta(days=days)).isoformat(timespec="seconds")
-    record = TokenRecord(token, origin=fingerprint(token), updated_at=when, last_refresh_at=when)
-    VariableTokenStore().save(conn_id, record)
+    record = ConsentRecord(
+        conn_id, refresh_token=token, origin=fingerprint(token), updated_at=when, last_refresh_at=when
+    )
+    VariableConsentStore().save(record)
     return conn_id, when
 
 
@@ -134,20 +137,28 @@ def run(
     return dagrun, states, records
 
 
-def landed(landing: Path, records: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The landed record of each consent, read back from the file its shard's check task reported."""
-    out: dict[str, dict[str, Any]] = {}
-    for conn_id, record in records.items():
-        path = record["path"]
+def landed_all(landing: Path, records: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Every landed record of each connection, read back from the file its check task reported."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for conn_id, result in records.items():
+        path = result["path"]
         assert path.startswith(f"file://{landing}/consent_health/conn_id={conn_id}/interval="), path
         assert path.endswith("/shard=0000-of-0001.jsonl")
         lines = read_jsonl(path)
-        assert len(lines) == 1 and record["checked"] == 1
+        assert len(lines) == result["checked"]
+        for line in lines:
+            assert set(line) >= RECORD_FIELDS, RECORD_FIELDS - set(line)
+        assert result["states"] == {r["consent_id"]: r["state"] for r in lines}
+        out[conn_id] = lines
+    return out
+
+
+def landed(landing: Path, records: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The landed record of each single-consent connection."""
+    out: dict[str, dict[str, Any]] = {}
+    for conn_id, lines in landed_all(landing, records).items():
+        assert len(lines) == 1 and lines[0]["consent_id"] == "default"
         out[conn_id] = lines[0]
-        assert set(lines[0]) >= RECORD_FIELDS, RECORD_FIELDS - set(lines[0])
-        # the XCom result is the shard's summary of what landed (not the records themselves)
-        assert record["states"] == {lines[0]["consent_id"]: lines[0]["state"]}
-        assert (record["healthy"] == [lines[0]["consent_id"]]) is lines[0]["healthy"]
     return out
 
 
@@ -241,6 +252,39 @@ def test_every_unhealthy_state_fails_the_run_after_landing_with_one_line_each(
     assert [line.split(":")[0] for line in lines[2:]] == [revoked, rejected, scope, lapsed]
     assert lines[2:] == [rec[c]["summary"] for c in (revoked, rejected, scope, lapsed)]
     no_secrets(sandbox, landing, json.dumps(records), alert)
+
+
+def test_every_consent_of_a_connection_is_checked_and_landed_together(
+    sandbox: Any, make_conn: Any, health_dag: Any, landing: Path, alerts: list[str]
+) -> None:
+    """One connection (one client) with its own consent and two imported ones, one of them dead."""
+    conn_id = make_conn("ch_many", customer_id="cust-0001")
+    store = VariableConsentStore()
+    store.save(ConsentRecord(conn_id, "cust-2", refresh_token=sandbox.grant_consent("cust-0002")))
+    dead = sandbox.grant_consent("cust-0003")
+    store.save(ConsentRecord(conn_id, "cust-3", refresh_token=dead))
+    sandbox.revoke_consent(refresh_token=dead)
+
+    dagrun, states, records = run(health_dag, dt.datetime(2026, 11, 23, 6, tzinfo=UTC), [conn_id])
+
+    assert str(dagrun.state) in ("failed", "DagRunState.FAILED"), states
+    (lines,) = landed_all(landing, records).values()
+    assert {r["consent_id"]: r["state"] for r in lines} == {
+        "default": "ok",
+        "cust-2": "ok",
+        "cust-3": "refresh_rejected",
+    }
+    assert records[conn_id]["healthy"] == ["cust-2", "default"] or records[conn_id]["healthy"] == [
+        "default",
+        "cust-2",
+    ]
+    (alert,) = alerts
+    assert "1 of 3 Open Banking consent(s) unhealthy" in alert
+    assert "ch_many consent cust-3: refresh_rejected:" in alert
+    assert "authorize --conn-id ch_many --consent-id cust-3" in alert
+    # the keep-alive reached every live consent: their records were refreshed just now
+    assert store.load(conn_id, "cust-2").last_refresh_at  # type: ignore[union-attr]
+    assert store.load(conn_id, "cust-3").state == "needs_reauthorization"  # type: ignore[union-attr]
 
 
 def test_dag_shape(health_dag: Any) -> None:

@@ -1,6 +1,6 @@
 """End to end: ``openbanking_accounts_transactions`` against the sandbox, into a SQLite warehouse.
 
-Two consents, two consecutive daily intervals (the bank clock just after each interval's end, so
+Two connections (one consent each), two consecutive daily intervals (the bank clock just after each interval's end, so
 transactions that were pending in the first run have posted by the second), then a rerun of the
 first interval. The table must then hold exactly what the bank reports for the windows the runs
 covered: every posted transaction once, no pending one that has since posted, equal amounts --
@@ -115,8 +115,12 @@ def test_two_intervals_and_a_rerun_match_the_bank(
     first = run(main_dag, sandbox, FIRST, conn_ids)
     assert succeeded(first), states(first)
     task_states = states(first)
-    transactions = [k for k in task_states if k[0] == "land_transactions"]
-    assert len(transactions) == sum(len(a) for a in accounts.values()), "one mapped task per account"
+    # Mapped over shards (one per connection here), not over consents nor accounts.
+    assert [k for k in task_states if k[0] == "shard.land_transactions"] == [
+        ("shard.land_transactions", 0),
+        ("shard.land_transactions", 1),
+    ]
+    assert len(task_states) == 3 * 2 + 3
     after_first = rows_by_account(warehouse)
     pending_first = {
         (key, txn_id)
@@ -183,9 +187,12 @@ def test_one_failing_consent_does_not_stop_the_others(
     dagrun = run(main_dag, sandbox, SECOND, [good, "openbanking_not_configured"])
     task_states = states(dagrun)
     assert str(dagrun.state) in ("failed", "DagRunState.FAILED"), task_states
-    assert task_states[("consent.wait_for_consent", 1)] == "failed"
-    assert task_states[("consent.land_accounts", 1)] == "upstream_failed"
-    assert task_states[("load_transactions", -1)] == "success"
+    # The unknown connection's shard fails naming it; the good one's shard lands and loads.
+    assert task_states[("shard.land_accounts", 1)] == "failed"
+    assert task_states[("shard.land_transactions", 1)] == "failed"
+    assert task_states[("shard.load_transactions", 1)] == "success"  # nothing to load
+    assert task_states[("shard.load_transactions", 0)] == "success"
+    assert task_states[("table_updated", -1)] == "success"
     assert task_states[("all_consents_ok", -1)] == "upstream_failed"
     loaded = rows_by_account(warehouse)
     assert {key[0] for key in loaded} == {good}
@@ -215,3 +222,84 @@ def test_statements_and_customer_profile_dags_land_their_datasets(
         assert list((landing / dataset).rglob("*.jsonl")), dataset
     customer = json.loads(next((landing / "customer").rglob("*.jsonl")).read_text().splitlines()[0])
     assert customer["customerId"] == "cust-0001"
+
+
+def import_consents(conn_id: str, tokens: dict[str, str], tmp_path: Path) -> None:
+    """``airflow-openbanking consents import --conn-id C FILE``, in-process."""
+    import io
+
+    from airflow_provider_openbanking import cli
+
+    path = tmp_path / "consents.jsonl"
+    path.write_text(
+        "".join(json.dumps({"consent_id": c, "refresh_token": t}) + "\n" for c, t in tokens.items())
+    )
+    err = io.StringIO()
+    assert (
+        cli.main(["consents", "import", "--conn-id", conn_id, str(path)], stdout=io.StringIO(), stderr=err)
+        == 0
+    ), err.getvalue()
+
+
+def test_many_consents_of_one_connection_in_shards(
+    sandbox: Any, make_conn: Any, main_dag: Any, warehouse: Path, tmp_path: Path
+) -> None:
+    """Nine consents of one connection (its default one and eight imported; one of them revoked
+    at the bank) in shards of about three: every live consent's accounts and transactions are in
+    the table under its consent id, the run fails naming the revoked one, and the number of task
+    instances is 3 per shard + 3."""
+    from airflow_provider_openbanking.batch import shard_count_for, shard_of
+
+    conn_id = make_conn("openbanking_default", customer_id="cust-0001")
+    customers = ["cust-0001", "cust-0002", "cust-0003"]
+    tokens = {f"k{i}": sandbox.grant_consent(customers[i % 3]) for i in range(8)}
+    import_consents(conn_id, tokens, tmp_path)
+    sandbox.revoke_consent(refresh_token=tokens["k5"], at_bank=True)
+    consents = ["default", *tokens]
+    shards = shard_count_for(len(consents), 3)
+    sandbox.configure(now=(SECOND + dt.timedelta(minutes=5)).isoformat())
+    dagrun = main_dag.test(logical_date=SECOND, run_conf={"conn_ids": [conn_id], "consents_per_shard": 3})
+    task_states = states(dagrun)
+    assert str(dagrun.state) in ("failed", "DagRunState.FAILED"), task_states
+    assert len(task_states) == 3 * shards + 3, task_states
+    revoked_shard = shard_of("k5", shards)
+    assert task_states[("shard.land_accounts", revoked_shard)] == "failed"
+    assert all(task_states[("shard.load_transactions", k)] == "success" for k in range(shards))
+    with sqlite3.connect(warehouse) as db:
+        loaded = {
+            (consent, account): count
+            for consent, account, count in db.execute(
+                "SELECT consent_id, account_id, COUNT(*) FROM openbanking_transactions GROUP BY 1, 2"
+            )
+        }
+    customer_of = {"default": "cust-0001", **{c: customers[i % 3] for i, c in enumerate(tokens)}}
+    start, end = (
+        (interval_of(SECOND)[0] - LOOKBACK).date(),
+        (interval_of(SECOND)[1] - dt.timedelta(days=1)).date(),
+    )
+    for consent in consents:
+        for account in sandbox.truth_accounts(customer_of[consent]):
+            truth = sandbox.truth_transactions(account["accountId"], start, end)
+            if consent == "k5":
+                assert (consent, account["accountId"]) not in loaded
+            elif truth:
+                assert loaded[(consent, account["accountId"])] == len(truth), (consent, account["accountId"])
+
+
+def test_a_plan_longer_than_max_map_length_fails_at_once(
+    sandbox: Any, make_conn: Any, main_dag: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capfd: Any
+) -> None:
+    conn_id = make_conn("openbanking_default", customer_id="cust-0001")
+    import_consents(conn_id, {f"k{i}": sandbox.grant_consent("cust-0002") for i in range(4)}, tmp_path)
+    monkeypatch.setenv("AIRFLOW__CORE__MAX_MAP_LENGTH", "3")
+    dagrun = main_dag.test(logical_date=SECOND, run_conf={"conn_ids": [conn_id], "consents_per_shard": 1})
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        (plan,) = [ti for ti in dagrun.get_task_instances(session=session) if ti.task_id == "plan_shards"]
+        assert str(getattr(plan.state, "value", plan.state)) == "failed"
+        assert plan.try_number == 1, "not retried: retrying cannot make the list shorter"
+    captured = capfd.readouterr()
+    out = captured.out + captured.err
+    assert "the shard plan: 5 item(s) to map over, more than [core] max_map_length = 3" in out
+    assert "consents_per_shard (now 1)" in out
