@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from airflow_provider_openbanking.exceptions import ConnectionConfigError
 from airflow_provider_openbanking.fdx import ALL_SCOPES, parse_scopes
+from airflow_provider_openbanking.pagination import DEFAULT_MAX_PAGES
 
 CONN_TYPE = "openbanking"
 _PREFIX = f"extra__{CONN_TYPE}__"
@@ -44,6 +45,8 @@ class OpenBankingConfig:
     use_pkce: bool
     rotation_wait: float
     """Seconds to wait for another worker's rotated refresh token before declaring it dead."""
+    max_pages: int = DEFAULT_MAX_PAGES
+    """Pages one pagination may walk before it ends with an error (a server that never stops)."""
     max_response_bytes: int = 64 * 2**20
     """Largest JSON response body accepted (an oversized page is refused with a clear error)."""
     max_requests_per_second: float | None = None
@@ -244,6 +247,9 @@ def parse_connection(conn: Any) -> OpenBankingConfig:
         max_requests_per_second=None
         if rate is None
         else _as_number(conn_id, "max_requests_per_second", rate, 0.0),
+        max_pages=int(
+            _as_number(conn_id, "max_pages", _extra(extras, "max_pages"), DEFAULT_MAX_PAGES, integer=True)
+        ),
     )
 
 

@@ -26,6 +26,7 @@ before they are used again.
 from __future__ import annotations
 
 import base64
+import collections
 import hashlib
 import logging
 import threading
@@ -74,6 +75,12 @@ from airflow_provider_openbanking.fdx import (
     parse_scopes,
     to_date_param,
     unwrap,
+)
+from airflow_provider_openbanking.filtering import (
+    STATEMENT_DATE_FIELDS,
+    TRANSACTION_DATE_FIELDS,
+    keep_accounts,
+    keep_in_window,
 )
 from airflow_provider_openbanking.pagination import PageStats, paginate
 from airflow_provider_openbanking.ratelimit import client_key, rate_limiter_for
@@ -954,7 +961,8 @@ class OpenBankingHook(BaseHook):
     # -- FDX data: seed step 4 -------------------------------------------------------------------
 
     def _fdx_path(self, *segments: Any) -> str:
-        return self.config.fdx_base_path + "".join(f"/{path_segment(s)}" for s in segments)
+        # "/" (a root-mounted server), "" and "/api/fdx/5/" all join with exactly one slash
+        return self.config.fdx_base_path.rstrip("/") + "".join(f"/{path_segment(s)}" for s in segments)
 
     def _get(self, *segments: Any, params: dict[str, Any] | None = None) -> Any:
         return self.transport.request_json(
@@ -982,7 +990,15 @@ class OpenBankingHook(BaseHook):
             except NoDataError:
                 return None
 
-        yield from paginate(fetch, key, endpoint=f"GET {path}", params=query, stats=stats, on_page=on_page)
+        yield from paginate(
+            fetch,
+            key,
+            endpoint=f"GET {path}",
+            params=query,
+            stats=stats,
+            on_page=on_page,
+            max_pages=self.config.max_pages,
+        )
 
     def _unwrap_all(self, items: Iterator[Any], endpoint: str) -> Iterator[dict[str, Any]]:
         for item in items:
@@ -999,17 +1015,28 @@ class OpenBankingHook(BaseHook):
         stats: PageStats | None = None,
         on_page: Callable[[PageStats], None] | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """The consent's accounts (``lightweight`` or ``details``), unwrapped, page by page."""
+        """The consent's accounts (``lightweight`` or ``details``), unwrapped, page by page.
+
+        With ``account_ids`` only those accounts are yielded: ``accountIds`` is sent (Flinks
+        filters on it) but, not being an FDX 5.3 parameter, it is also applied here, and what a
+        server sent anyway is counted in ``stats.dropped`` and logged.
+        """
         if result_type not in RESULT_TYPES:
             raise ValueError(f"result_type must be one of {', '.join(RESULT_TYPES)}, got {result_type!r}")
         params: dict[str, Any] = {"resultType": result_type}
+        wanted: set[str] | None = None
         if account_ids is not None:
             ids = [str(a) for a in account_ids]
             if not ids:
                 return
             params["accountIds"] = ",".join(ids)
+            wanted = set(ids)
         items = self._iter("accounts", "accounts", params=params, stats=stats, on_page=on_page)
-        yield from self._unwrap_all(items, "GET /accounts")
+        accounts = self._unwrap_all(items, "GET /accounts")
+        if wanted is None:
+            yield from accounts
+        else:
+            yield from keep_accounts(accounts, wanted, stats=stats, endpoint="GET /accounts")
 
     def get_account(self, account_id: str) -> dict[str, Any]:
         """One account with details (balances, holdings for investment accounts), unwrapped."""
@@ -1037,7 +1064,13 @@ class OpenBankingHook(BaseHook):
         stats: PageStats | None = None,
         on_page: Callable[[PageStats], None] | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Transactions of one account posted in [start_time, end_time] (pending ones included)."""
+        """Transactions of one account posted in [start_time, end_time] (pending ones included).
+
+        Only records dated in the window are yielded (``postedTimestamp``, else, for a pending one,
+        ``transactionTimestamp``, as UTC days): a server that ignores ``startTime``/``endTime``
+        cannot put a row outside the window into its landing; what was left out is counted in
+        ``stats.dropped`` and logged.
+        """
         params = self._window(start_time, end_time)
         items = self._iter(
             "transactions",
@@ -1048,7 +1081,14 @@ class OpenBankingHook(BaseHook):
             stats=stats,
             on_page=on_page,
         )
-        yield from self._unwrap_all(items, "GET /accounts/{accountId}/transactions")
+        yield from keep_in_window(
+            self._unwrap_all(items, "GET /accounts/{accountId}/transactions"),
+            params["startTime"],
+            params["endTime"],
+            TRANSACTION_DATE_FIELDS,
+            stats=stats,
+            endpoint=f"GET {self._fdx_path('accounts', account_id, 'transactions')}",
+        )
 
     def iter_statements(
         self,
@@ -1059,10 +1099,19 @@ class OpenBankingHook(BaseHook):
         stats: PageStats | None = None,
         on_page: Callable[[PageStats], None] | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Statement descriptors of one account in the window."""
+        """Statement descriptors of one account whose ``statementDate`` is in the window (the
+        window is checked here too, as for transactions; records left out are in ``stats.dropped``)."""
         params = self._window(start_time, end_time)
-        yield from self._iter(
+        items = self._iter(
             "statements", "accounts", account_id, "statements", params=params, stats=stats, on_page=on_page
+        )
+        yield from keep_in_window(
+            items,
+            params["startTime"],
+            params["endTime"],
+            STATEMENT_DATE_FIELDS,
+            stats=stats,
+            endpoint=f"GET {self._fdx_path('accounts', account_id, 'statements')}",
         )
 
     def download_statement(
@@ -1107,6 +1156,9 @@ class OpenBankingHook(BaseHook):
         data = self._get("customers", "current")
         return data if isinstance(data, dict) else {}
 
+    #: Investment accounts read by id at the same time when a listing carries no holdings (FDX 5.3).
+    holdings_fetch_workers: int = 4
+
     def iter_holdings(
         self,
         account_ids: Iterable[str] | None = None,
@@ -1114,16 +1166,51 @@ class OpenBankingHook(BaseHook):
         stats: PageStats | None = None,
         on_page: Callable[[PageStats], None] | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Holdings of the investment accounts, each tagged with its ``accountId``.
+        """Holdings of the investment accounts, each tagged with its ``accountId``, in account order.
 
-        ``stats``/``on_page`` count the pages of accounts walked (as in :meth:`iter_accounts`).
+        Flinks lists holdings in ``/accounts?resultType=details``; FDX 5.3 has them only on
+        ``/accounts/{accountId}``. An investment account listed without holdings is therefore read
+        by id, ``holdings_fetch_workers`` at a time, so every holding lands from either kind of
+        server. ``stats``/``on_page`` count the pages of accounts walked (as in :meth:`iter_accounts`).
         """
-        for account in self.iter_accounts("details", account_ids, stats=stats, on_page=on_page):
-            if account.get("accountCategory") != "INVESTMENT_ACCOUNT" and "holdings" not in account:
-                continue
-            for holding in account.get("holdings") or []:
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        workers = max(1, min(self.holdings_fetch_workers, self._pool_size))
+        queue: collections.deque[tuple[dict[str, Any], Future[dict[str, Any]] | None]] = collections.deque()
+        fetched = 0
+
+        def emit(account: dict[str, Any], future: Future[dict[str, Any]] | None) -> Iterator[dict[str, Any]]:
+            source = future.result() if future is not None else account
+            for holding in source.get("holdings") or []:
                 if isinstance(holding, dict):
                     yield {"accountId": account.get("accountId"), **holding}
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openbanking-holdings") as pool:
+            try:
+                for account in self.iter_accounts("details", account_ids, stats=stats, on_page=on_page):
+                    investment = account.get("accountCategory") == "INVESTMENT_ACCOUNT"
+                    if not investment and "holdings" not in account:
+                        continue
+                    future = None
+                    if investment and not account.get("holdings") and account.get("accountId"):
+                        future = pool.submit(self.get_account, str(account["accountId"]))
+                        fetched += 1
+                    queue.append((account, future))
+                    # yield in order, keeping at most 2 x workers accounts in flight
+                    while queue and (queue[0][1] is None or queue[0][1].done() or len(queue) > 2 * workers):
+                        yield from emit(*queue.popleft())
+                while queue:
+                    yield from emit(*queue.popleft())
+            finally:
+                for _, pending in queue:
+                    if pending is not None:
+                        pending.cancel()
+        if fetched:
+            log.info(
+                "Holdings: %d investment account(s) listed without holdings were read from "
+                "/accounts/{accountId} (FDX 5.3 keeps holdings there)",
+                fetched,
+            )
 
 
 def pkce_pair() -> tuple[str, str]:

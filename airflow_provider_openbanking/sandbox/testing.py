@@ -238,8 +238,12 @@ class SandboxServer:
         body = {"client_id": client_id, "client_secret": client_secret, "redirect_uris": list(redirect_uris)}
         self._call("POST", "/_admin/clients", json=body)
 
-    def customers(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._call("GET", "/_admin/customers")
+    def customers(self, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """Customers with their account ids, in order (``offset``/``limit``: a slice of them)."""
+        params: dict[str, int] = {"offset": offset} if offset else {}
+        if limit is not None:
+            params["limit"] = limit
+        result: list[dict[str, Any]] = self._call("GET", "/_admin/customers", params=params or None)
         return result
 
     def truth_accounts(self, customer_id: str | None = None) -> list[dict[str, Any]]:

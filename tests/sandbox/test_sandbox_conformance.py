@@ -132,6 +132,8 @@ def test_strict_fdx53_mode(api, sandbox, token):
     assert len(statements) > 1  # every statement, not October's one
     backwards = {"startTime": "2026-10-05", "endTime": "2026-10-01"}
     assert api.fdx(f"/accounts/{deposit}/transactions", token, params=backwards).status_code == 200
+    malformed = api.fdx(f"/accounts/{deposit}/transactions", token, params={"startTime": "2026-13-01"})
+    assert malformed.status_code == 400 and malformed.json()["code"] == "702"  # still a DateString
 
     sandbox.configure(strict_fdx53=False)
     assert _ids(api, api.fdx("/accounts", token, params={"accountIds": deposit}).json()) == [deposit]

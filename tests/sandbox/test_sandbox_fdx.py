@@ -178,6 +178,8 @@ def test_date_filtering_on_posted_date(api, sandbox, token):
         ({"startTime": "2026-02-30"}, "702"),
         ({"endTime": "x"}, "702"),
         ({"startTime": "2026-10-01T00:00:00Z"}, "702"),
+        ({"startTime": ""}, "702"),
+        ({"endTime": ""}, "702"),
         ({"startTime": "2026-10-05", "endTime": "2026-10-01"}, "703"),
     ],
 )

@@ -80,12 +80,17 @@ def test_tens_of_thousands_of_customers_with_one_bulk_consent_call():
         assert [next(iter(a.values()))["accountId"] for a in accounts] == truth and len(truth) == 5
         http.close()
 
+        tail = server.customers(offset=19_998)
+        assert [c["customerId"] for c in tail] == ["cust-19999", "cust-20000"]
+        assert [a["accountId"] for a in tail[1]["accounts"]] == truth
+        assert len(server.customers(offset=100, limit=3)) == 3
+
         first = server.grant_consents(count=2, scopes=["ACCOUNT_BASIC"])
         assert [c["customer_id"] for c in first] == ["cust-0001", "cust-0002"]
         listed = {c["consent_id"]: c for c in server.consents()}
         assert listed["cust-0001"]["scopes"] != ["ACCOUNT_BASIC"]  # the first bulk call's consent
         assert sum(c["customer_id"] == "cust-0001" for c in listed.values()) == 2
-        with pytest.raises(RuntimeError, match="HTTP 400.*more than the 20000 customers"):
+        with pytest.raises(RuntimeError, match=r"HTTP 400.*more than the 20000 customers"):
             server.grant_consents(count=20_001)
         rss = psutil.Process(server.pid).memory_info().rss
         assert rss < 250 * 2**20, f"{rss / 2**20:.0f} MB"
