@@ -38,6 +38,7 @@ database refuses), the load fails naming the exact statements to run.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import math
@@ -110,9 +111,24 @@ def check_identifier(name: str) -> str:
     return name
 
 
+_UTC_STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")
+
+
 def _date_part(timestamp: Any) -> str | None:
+    """The UTC day of an ISO timestamp, or None."""
     if not isinstance(timestamp, str) or len(timestamp) < 10:
         return None
+    return _utc_day(timestamp)
+
+
+@functools.lru_cache(maxsize=4096)
+def _utc_day(timestamp: str) -> str | None:
+    """(Cached: a window's timestamps repeat across rows and runs.)"""
+    if _UTC_STAMP.match(timestamp):  # the FDX form (…Z): the day is the prefix, if it is a date
+        try:
+            return dt.date.fromisoformat(timestamp[:10]).isoformat()
+        except ValueError:
+            return None
     text = timestamp.strip()
     try:
         parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -241,8 +257,25 @@ def transaction_row(
         _text(record.get("category"), 250),
         _text(record.get("accountCategory"), 40),
         _text(record.get("referenceTransactionId"), 250),
-        json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str),
+        _record_json(record),
     )
+
+
+try:  # msgspec ships with the Task SDK: the same compact, key-sorted JSON ~4x faster
+    import msgspec
+
+    _sorted_encoder = msgspec.json.Encoder(order="sorted")
+
+    def _record_json(record: Mapping[str, Any]) -> str:
+        try:
+            return _sorted_encoder.encode(record).decode()
+        except (TypeError, msgspec.EncodeError):
+            return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+except ImportError:  # pragma: no cover
+
+    def _record_json(record: Mapping[str, Any]) -> str:
+        return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def iter_jsonl(path: Any) -> Iterator[dict[str, Any]]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from benchmarks.common import BENCH_DIR, RUNS_DIR, Figure, Section, Sizes, say
 
-MODULES = ("throughput", "latency", "memory", "tokens", "parse", "hotpath", "consents")
+MODULES = ("throughput", "latency", "memory", "tokens", "parse", "hotpath", "consents", "scale")
 
 #: Why a target is not met, shown under the table only for the figures that miss theirs.
 WHY_NOT_MET = {
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *why_not_met(figures),
         "How to run: `make bench` (= `python -m benchmarks`), or `python -m benchmarks --quick` (small "
-        "sizes, to check the harness) / `--only throughput,latency,memory,tokens,parse,hotpath,consents`. Task "
+        "sizes, to check the harness) / `--only throughput,latency,memory,tokens,parse,hotpath,consents,scale`. Task "
         "logs of every child process are in `benchmarks/.runs/logs/`.",
         "",
         "## Machine",

@@ -73,22 +73,66 @@ class Outcome:
         return str(self.dagrun.state) in ("failed", "DagRunState.FAILED")
 
     def transactions(self, state: str | None = None) -> dict[str, str]:
-        """``{"<conn_id> <account_id>": state}`` of the mapped ``land_transactions`` tasks."""
-        out = {}
-        for key, value in self.states.items():
-            if key[0] == "land_transactions" and (state is None or value == state):
-                out[self.labels.get(key, str(key[1]))] = value
+        """``{"<conn_id> <account_id>": state}`` per account of the shard ``land_transactions``
+        tasks: ``success`` for an account whose file landed, else the state of its shard's task
+        (the DAG maps over shards of consents, not over accounts)."""
+        out: dict[str, str] = {}
+        shard_state = {
+            self.labels.get(key, "").split(" shard ")[0]: value
+            for key, value in self.states.items()
+            if key[0] == "shard.land_transactions"
+        }
+        for path in self.files:
+            if not path.startswith("transactions/") or not path.endswith(".jsonl"):
+                continue
+            parts = dict(p.split("=", 1) for p in path.split("/") if "=" in p)
+            label = f"{parts['conn_id']} {parts['account_id'].removesuffix('.jsonl')}"
+            out[label] = "success"
+        for label, value in self.account_states.items():
+            out.setdefault(label, value)
+        for conn, value in shard_state.items():
+            if value != "success" and not any(k.startswith(f"{conn} ") for k in out):
+                out[f"{conn} *"] = value
+        return {k: v for k, v in out.items() if state is None or v == state}
+
+    @property
+    def account_states(self) -> dict[str, str]:
+        """``{"<conn_id> <account_id>": "failed"}`` for the accounts a shard task named as failed
+        (from the per-account failures in its summary of the consent, when it had one)."""
+        out: dict[str, str] = {}
+        for task_id, _index, key, value in self.xcoms:
+            if task_id == "shard.land_transactions" and key == "return_value" and isinstance(value, dict):
+                for account in value.get("skipped") or {}:
+                    out[f"{value['conn_id']} {account}"] = "skipped"
         return out
 
+    def _task(self, task_id: str) -> str:
+        return {
+            "land_transactions": "shard.land_transactions",
+            "load_transactions": "shard.load_transactions",
+            "consent.land_accounts": "shard.land_accounts",
+        }.get(task_id, task_id)
+
     def state_of(self, task_id: str, label: str | None = None) -> str:
-        for key, value in self.states.items():
-            if key[0] == task_id and (label is None or self.labels.get(key) == label):
-                return value
-        raise KeyError((task_id, label))
+        """The state of ``task_id`` (of the shard of ``label``'s connection); for a mapped task
+        without a label, the state all its instances share (``mixed`` otherwise)."""
+        task_id = self._task(task_id)
+        conn = label.split(" ")[0] if label else None
+        found = {
+            value
+            for key, value in self.states.items()
+            if key[0] == task_id and (conn is None or self.labels.get(key, "").split(" shard ")[0] == conn)
+        }
+        if not found:
+            raise KeyError((task_id, label))
+        return found.pop() if len(found) == 1 else "mixed"
 
     def tries_of(self, task_id: str, label: str) -> int:
+        """Tries of the shard task that covered ``label`` (``"<conn_id> <account_id>"``)."""
+        task_id = self._task(task_id)
+        conn = label.split(" ")[0]
         for key, value in self.tries.items():
-            if key[0] == task_id and self.labels.get(key) == label:
+            if key[0] == task_id and self.labels.get(key, "").split(" shard ")[0] == conn:
                 return value
         raise KeyError((task_id, label))
 
@@ -104,10 +148,15 @@ def table_rows(db: Path) -> list[tuple[Any, ...]]:
 
 
 def landed_files(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (hidden ones too), by relative path."""
+    """Every data file under ``root`` (hidden ones too), by relative path. The batch bookkeeping
+    under ``_manifests/`` (consent markers and shard manifests name the run) is left out."""
     if not root.exists():
         return {}
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not str(p.relative_to(root)).startswith("_manifests/")
+    }
 
 
 def only(conn_ids: list[str] | set[str], table: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

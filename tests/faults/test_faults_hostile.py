@@ -99,9 +99,9 @@ def test_hostile_account_ids_are_opaque_to_urls_and_paths(fsb, consent, main_dag
     def unaliased(row: tuple[Any, ...]) -> tuple[Any, ...]:
         record = _unalias_record(row[-1], served_to_real)
         text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return (row[0], served_to_real[row[1]], *row[2:-1], text)
+        return (row[0], row[1], served_to_real[row[2]], *row[3:-1], text)
 
-    assert {r[1] for r in outcome.table} == set(HOSTILE)
+    assert {r[2] for r in outcome.table} == set(HOSTILE)
     assert sorted(unaliased(r) for r in outcome.table) == only(CONNS, baseline.table)
 
 
@@ -122,10 +122,16 @@ def test_hostile_statement_ids_land_inside_the_destination(fsb, consent, dagbag,
 
     assert str(dagrun.state) in ("success", "DagRunState.SUCCESS")
     landed = _landed(tmp_path, env)
-    folder = env.landing / "statement_files" / "conn_id=ob_a" / "interval=20261001T000000Z_20261101T000000Z"
+    folder = (
+        env.landing
+        / "statement_files"
+        / "conn_id=ob_a"
+        / "consent_id=default"
+        / "interval=20261001T000000Z_20261101T000000Z"
+    )
     target = folder / f"account_id={safe_segment(hostile_account)}" / f"{safe_segment(hostile_statement)}.pdf"
     assert target in landed and target.read_bytes() == pdf
-    listing = env.landing / "statements" / "conn_id=ob_a" / folder.name
+    listing = env.landing / "statements" / "conn_id=ob_a" / "consent_id=default" / folder.name
     records = [
         json.loads(line)
         for line in (listing / f"account_id={safe_segment(hostile_account)}.jsonl").read_text().splitlines()
@@ -169,6 +175,7 @@ def test_oversized_pages_and_wrong_types_fail_clearly_without_damage(
     refused = {f"ob_a {a[0]}", f"ob_b {b[1]}", f"ob_b {b[2]}"}
     for label, state in outcome.transactions().items():
         assert state == ("failed" if label in refused else "success"), label
+    assert not refused & set(outcome.transactions("success"))
     assert outcome.state_of("load_transactions") == "failed"
     assert outcome.table == baseline.table, "no row of the warehouse changed"
     expected = only_files(conns, baseline.files)

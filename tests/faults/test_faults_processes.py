@@ -53,8 +53,9 @@ def test_task_killed_mid_write_is_retried_and_leaves_no_trace(
         for conn_id, customer in (("ob_a", "cust-0001"), ("ob_b", "cust-0002"))
         for acc in fsb.truth_accounts(customer)
     )
-    victim = jobs[1]  # ("ob_a", <its second account>): the map index of its transactions task
-    folder = env.landing / "transactions" / f"conn_id={victim[0]}" / INTERVAL
+    # An account of ob_b: map index 1 of the shard transactions tasks (one shard per connection).
+    victim = next(job for job in jobs if job[0] == "ob_b")
+    folder = env.landing / "transactions" / f"conn_id={victim[0]}" / "consent_id=default" / INTERVAL
     final = folder / f"account_id={victim[1]}.jsonl"
     seen: dict[str, object] = {}
 
@@ -75,7 +76,7 @@ def test_task_killed_mid_write_is_retried_and_leaves_no_trace(
     fsb.configure(latency_ms=150)  # the victim's pages come slowly: it is killed between two
     forked = ForkedTasks(
         monkeypatch,
-        lambda ti: ti.task_id == "land_transactions" and ti.map_index == 1 and ti.try_number == 1,
+        lambda ti: ti.task_id == "shard.land_transactions" and ti.map_index == 1 and ti.try_number == 1,
         setup=tiny_write_buffer,
         supervise=kill_mid_write,
     )
@@ -85,9 +86,10 @@ def test_task_killed_mid_write_is_retried_and_leaves_no_trace(
     assert forked.join() == [-signal.SIGKILL]
     assert seen["size"] and seen["final"] is False, seen  # half a file, hidden, nothing at the final path
     assert outcome.ok, outcome.states
-    label = f"{victim[0]} {victim[1]}"
+    # The victim's shard (its connection's) was retried; the other shard ran once.
     for other in outcome.transactions():
-        assert outcome.tries_of("land_transactions", other) == (2 if other == label else 1), other
+        expected = 2 if other.split(" ")[0] == victim[0] else 1
+        assert outcome.tries_of("land_transactions", other) == expected, other
     assert outcome.table == only(CONNS, baseline.table)
     assert outcome.files == only_files(CONNS, baseline.files)  # the dead attempt's .partial is gone
     assert "Removed a partial file left by an interrupted run" in log_text(capfd, caplog)
@@ -121,7 +123,9 @@ def test_same_interval_run_twice_at_once(fsb, consent, main_dag, env, baseline, 
         assert outcome.ok, outcome.states
         assert set(outcome.tries.values()) == {1}
         assert {
-            x[3]["interval_start"] for x in outcome.xcoms if x[:3:2] == ("land_transactions", "return_value")
+            x[3]["interval_start"]
+            for x in outcome.xcoms
+            if x[:3:2] == ("shard.land_transactions", "return_value")
         } == {"2026-11-16T00:00:00+00:00"}
     assert outcomes[0].dagrun.run_id != outcomes[1].dagrun.run_id
     assert outcomes[1].table == only(CONNS, baseline.table)

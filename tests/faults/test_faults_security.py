@@ -102,9 +102,6 @@ def test_a_full_run_leaks_no_secret(fsb, consent, main_dag, env, monkeypatch, ca
 
 
 def test_a_failing_run_leaks_no_secret(fsb, consent, main_dag, env, monkeypatch, capfd, debug_logs):
-    sensor = main_dag.get_task("consent.wait_for_consent")
-    monkeypatch.setattr(sensor, "timeout", 1.0)
-    monkeypatch.setattr(sensor, "poke_interval", 0.5)
     conns = [consent("ob_a"), consent("ob_b"), consent("ob_c", password=WRONG_SECRET)]
     token = {c: env_conn(c)["extra"]["refresh_token"] for c in conns}
     fsb.inject({"kind": "status", "status": 429, "retry_after": 0.5, "path": "/transactions"})
