@@ -36,11 +36,18 @@ demo: install
 bench: install
 	$(PY) -m benchmarks
 
-# Real services (api-server, scheduler, dag-processor, triggerer; LocalExecutor) + headless
-# Chromium: see e2e/run.py. Output in e2e-artifacts/, throw-away AIRFLOW_HOME in .e2e-home/.
-e2e: install
-	$(PY) -m pip install --quiet "playwright>=1.49"
-	sh e2e/install-chromium.sh
+# Production shape (see e2e/run.py): api-server, scheduler, dag-processor, triggerer and two Celery
+# workers on Redis, PostgreSQL (metadata DB + warehouse), S3 landing on moto's server, headless
+# Chromium. The Debian packages (chromium, postgresql, redis-server) are installed with apt when
+# missing: needs root or sudo. Output in e2e-artifacts/, throw-away AIRFLOW_HOME in .e2e-home/.
+E2E_STAMP := $(VENV)/.e2e-stamp
+
+$(E2E_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e ".[dev,e2e]"
+	touch $(E2E_STAMP)
+
+e2e: $(E2E_STAMP)
+	sh e2e/install-apt.sh
 	$(PY) e2e/run.py $(E2E_ARGS)
 
 clean:

@@ -1,36 +1,51 @@
-"""``make e2e``: the provider under Airflow's real services, checked end to end.
+"""``make e2e``: the provider under Airflow's real services, in production shape, checked end to end.
 
-``airflow dags test`` runs tasks one at a time in one process. This script runs the example DAG
-the way a deployment does and checks the outcome:
+``airflow dags test`` (``make demo``) runs tasks one at a time in one process on SQLite. This
+script runs the example DAGs the way a production deployment does, every server on 127.0.0.1 on a
+free port (``e2e/services.py`` for the back-ends):
 
-1. a throw-away ``AIRFLOW_HOME`` in ``.e2e-home/`` (SQLite, ``LocalExecutor`` with parallelism 4,
-   free ports picked for the API server and both log servers) and the sandbox bank with rotating
-   refresh tokens and short-lived access tokens;
-2. ``airflow api-server``, ``scheduler``, ``dag-processor`` and ``triggerer`` as separate processes
-   (each in its own process group), waited for through ``/api/v2/monitor/health``;
-3. through the REST API: ``openbanking`` connections (customer consents), the SQLite warehouse
-   connection, the pool ``openbanking_api``, the Variable ``openbanking_conn_ids`` (two
-   consents); then the main DAG is unpaused (the scheduler adds the latest interval's run) and
-   triggered for two dates, the second run with a third consent in its ``conn_ids`` param;
-4. that third consent's bank gateway (a second sandbox) answers 503 on its token endpoint when
-   the runs start, so its consent sensor's own check fails and, ``[operators]
-   default_deferrable`` being on, it defers to the triggerer; the gateway comes back once the
-   scheduler has registered the deferral, and the trigger's check then succeeds;
-5. checks: every run and every task instance succeeded, the warehouse table equals the banks'
-   truth for the windows the runs covered, the sensor went through ``deferred`` and its trigger
-   ran and fired in the triggerer, and the sandboxes answered no ``invalid_grant``;
-6. headless Chromium (Debian's ``/usr/bin/chromium`` driven by Playwright) logs into the UI and
-   screenshots the ``openbanking`` connection form and the successful DAG run.
+- **PostgreSQL** (Debian's server binaries, a throw-away cluster) with two databases: ``airflow``,
+  the metadata DB, and ``warehouse``, the DAGs' SQL warehouse (``apache-airflow-providers-postgres``);
+- **Redis** (Debian's ``redis-server``): the Celery broker and result backend;
+- **S3** (moto's standalone server): the landing destination through ``ObjectStoragePath``
+  (``[openbanking] landing_destination = s3://aws_e2e@openbanking-e2e/landing``, the ``aws_e2e``
+  connection carrying ``endpoint_url``), and Airflow's remote task logs;
+- ``airflow api-server``, ``scheduler``, ``dag-processor`` and ``triggerer`` sharing one
+  ``AIRFLOW_HOME`` (``.e2e-home/``: "the scheduler host"), and **two** ``airflow celery worker``
+  processes (CeleryExecutor), each with its own temporary ``AIRFLOW_HOME``, ``TMPDIR``, ``HOME`` and
+  working directory and no local disk in common with the other or with the scheduler host; the
+  repository and its venv stand for the image every host runs.
+
+Scenario:
+
+1. connections made the way users make them, ``airflow connections add`` (three ``openbanking``
+   consents on the sandbox bank with rotating refresh tokens and 30 s access tokens, the Postgres
+   warehouse, the S3 endpoint), ``airflow pools set``, ``airflow variables set``;
+2. the main DAG is unpaused (the scheduler adds the latest interval's run) and triggered for two
+   dates, the second run with a third consent whose bank gateway answers 503 on its token
+   endpoint when the runs start: its sensor defers to the triggerer, and the gateway comes back
+   once the scheduler has registered the deferral;
+3. checks: every run and task instance succeeded; the warehouse table equals the banks' truth;
+   the sensor went through ``deferred`` and its trigger fired in the triggerer; no
+   ``invalid_grant``; the rotated refresh tokens are stored; the landed files are on S3; both
+   Celery workers ran tasks; the provider wrote no file outside S3 and the workers' own
+   directories (an audit hook in every worker and triggerer process, ``e2e/audit/``); nothing
+   listens beyond 127.0.0.1; the shape (executor class, broker, databases, landing) as Airflow
+   recorded it;
+4. headless Chromium (Debian's ``/usr/bin/chromium`` driven by Playwright) logs into the UI and
+   screenshots the ``openbanking`` connection form, the run and the deferred sensor's log (read
+   back from S3);
+5. the sharded many-consent run (issue 14), when ``--consents N`` > 0: see ``e2e/many_consents.py``;
+6. every service is stopped, and that is checked too.
 
 Output goes to ``e2e-artifacts/`` (git-ignored): ``summary.json``, screenshots, the services' logs
-and the task logs. Every process started here is stopped at the end, also on failure or on the
-overall ``--timeout``; the exit status is 0 only if every check passed.
+and the task logs. The exit status is 0 only if every check passed; the last line is
+``E2E PASSED`` or ``E2E FAILED`` with the list of failed checks.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import datetime as dt
 import fcntl
@@ -39,206 +54,242 @@ import os
 import secrets
 import shutil
 import signal
-import socket
-import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import requests
-
-REPO = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE))
+
+from harness import (  # noqa: E402
+    BIN,
+    MARKER,
+    Api,
+    Checks,
+    E2EError,
+    E2EInterrupted,
+    Processes,
+    component_states,
+    listening,
+    run_cli,
+    run_clis,
+    run_pids,
+    run_windows,
+    say,
+    sql_rows,
+    wait_for,
+)
 
 HOME = REPO / ".e2e-home"
 ARTIFACTS = REPO / "e2e-artifacts"
-BIN = Path(sys.executable).parent
 MAIN_DAG = "openbanking_accounts_transactions"
+#: The e2e's own DAG (bundle ``e2e``, ``e2e/dags/``): a deferrable consent sensor, then the accounts.
+GATE_DAG = "openbanking_e2e_consent_gate"
 POOL = "openbanking_api"
 POOL_SLOTS = 4
 PARALLELISM = 4
-LOOKBACK = dt.timedelta(days=14)  # the main DAG's lookback (dags/openbanking_accounts_transactions.py)
+WORKERS = ("worker-1", "worker-2")
+WORKER_CONCURRENCY = 2
 UTC = dt.timezone.utc
 #: The consents every run covers (the Variable ``openbanking_conn_ids``): connection -> customer.
 CONSENTS = {"openbanking_default": "cust-0001", "openbanking_customer_2": "cust-0002"}
-#: A third consent, added to the second triggered run only (its ``conn_ids`` param), whose bank
-#: gateway (a second sandbox) is down when the run starts: its sensor is the one that defers.
+#: A third consent, behind the consent gate of GATE_DAG, whose bank gateway (a second sandbox) is
+#: down when its run starts: its sensor is the one that defers.
 LATE_CONSENT = ("openbanking_customer_3", "cust-0003")
 WAREHOUSE_CONN = "openbanking_warehouse"
-SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
-#: Every process this script starts carries this variable (value: this run's id), so that the
-#: final sweep can find a straggler that escaped its process group, and nothing else.
-MARKER = "OPENBANKING_E2E_RUN"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+AWS_CONN = "aws_e2e"
+BUCKET = "openbanking-e2e"
+LANDING = f"s3://{AWS_CONN}@{BUCKET}/landing"
+REMOTE_LOGS = f"s3://{BUCKET}/airflow-logs"
+EXECUTOR = "CeleryExecutor"
+SCHEDULER_HOST = ("api-server", "scheduler", "dag-processor", "triggerer")
+#: Moto accepts any credentials; these are the AWS documentation's example key pair.
+AWS_KEY = ("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
 TERMINAL = {"success", "failed"}
+AUDIT_DIR = HERE / "audit"
+LOCAL_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"
 
 
-class E2EError(RuntimeError):
-    pass
+# -- the deployment ---------------------------------------------------------------------------------
 
 
-class E2ETimeout(BaseException):
-    """The overall time budget ran out (a BaseException, so no ``except Exception`` swallows it)."""
+class Deployment:
+    """The back-end services and the processes' environments (one per host)."""
 
+    def __init__(self, run_id: str, root: Path) -> None:
+        from services import free_port
 
-_T0 = time.monotonic()
-
-
-def say(message: str = "") -> None:
-    print(f"[{time.monotonic() - _T0:6.0f}s] {message}" if message else "", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 2.0) -> Any:
-    """Call ``check`` until it returns something truthy; raise after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-        except (requests.RequestException, E2EError) as exc:
-            last_error = exc
-        if time.monotonic() >= deadline:
-            suffix = f" (last error: {last_error})" if last_error else ""
-            raise E2EError(f"timed out after {timeout:.0f} s waiting for {what}{suffix}")
-        time.sleep(interval)
-
-
-# -- processes ------------------------------------------------------------------------------------
-
-
-class Processes:
-    """Services started in their own process groups, stopped group by group (TERM, then KILL)."""
-
-    def __init__(self, run_id: str) -> None:
         self.run_id = run_id
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.logs: dict[str, Path] = {}
+        self.root = root
+        self.ports = {"api": free_port(), "worker_logs": free_port(), "trigger_logs": free_port()}
+        self.base = f"http://127.0.0.1:{self.ports['api']}"
+        self.services: list[Any] = []
+        self.metadata_url = self.warehouse_url = self.broker_url = self.result_backend = ""
+        self.s3_endpoint = ""
+        self.pg: Any = None
+        self.sockets_seen: list[dict[str, Any]] = []
+        from cryptography.fernet import Fernet
 
-    def start(self, name: str, args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "wb") as sink:
-            proc = subprocess.Popen(
-                args,
-                env=env,
-                cwd=str(HOME),
-                stdin=subprocess.DEVNULL,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: stop() takes its children too
-            )
-        self.procs[name] = proc
-        self.logs[name] = log
-        return proc
+        # One deployment, one configuration: every host gets the same Fernet key and JWT secret.
+        self.fernet_key = Fernet.generate_key().decode()
+        self.jwt_secret = secrets.token_urlsafe(64)
 
-    def check_alive(self) -> None:
-        for name, proc in self.procs.items():
-            code = proc.poll()
-            if code is not None:
-                tail = "\n".join(self.logs[name].read_text(errors="replace").splitlines()[-30:])
-                raise E2EError(f"`airflow {name}` exited with code {code}:\n{tail}")
+    def start_backends(self) -> None:
+        from services import start_moto, start_postgres, start_redis
 
-    @staticmethod
-    def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
+        self.pg = start_postgres(self.root / "postgres")
+        self.services.append(self.pg)
+        self.metadata_url = self.pg.create_database("airflow")
+        self.warehouse_url = self.pg.create_database("warehouse")
+        redis = start_redis(self.root / "redis")
+        self.services.append(redis)
+        # One Redis, two logical databases: the queue (broker) and the task states (result backend).
+        self.broker_url = redis.url
+        self.result_backend = redis.url.rsplit("/", 1)[0] + "/1"
+        moto = start_moto(self.root / "moto")
+        self.services.append(moto)
+        self.s3_endpoint = moto.url
+        import boto3
 
-    def stop_all(self, grace: float = 30.0) -> None:
-        for proc in self.procs.values():
-            self._signal_group(proc, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for proc in self.procs.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        for proc in self.procs.values():
-            self._signal_group(proc, signal.SIGKILL)  # the group may outlive its leader
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-        self.procs.clear()
+        s3 = self.s3()
+        s3.create_bucket(Bucket=BUCKET)
+        say(
+            f"  PostgreSQL {self.pg.psql('SHOW server_version')} on 127.0.0.1:{self.pg.port} "
+            f"(databases airflow, warehouse), Redis on 127.0.0.1:{redis.port}, "
+            f"moto S3 on {moto.url} (bucket {BUCKET}; boto3 {boto3.__version__})"
+        )
 
-    def sweep(self) -> list[str]:
-        """Kill any process still carrying this run's marker (escaped its group); list them."""
-        try:
-            import psutil
-        except ImportError:  # pragma: no cover - psutil is a dev dependency
-            return []
-        found = []
-        me = os.getpid()
-        for proc in psutil.process_iter(["pid", "cmdline"]):
-            if proc.pid == me:
-                continue
-            try:
-                if proc.environ().get(MARKER) != self.run_id:
-                    continue
-                found.append(f"{proc.pid} {' '.join(proc.info['cmdline'] or [])[:120]}")
-                proc.kill()
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue
-        return found
+    def s3(self) -> Any:
+        import boto3
 
+        return boto3.client(
+            "s3",
+            endpoint_url=self.s3_endpoint,
+            aws_access_key_id=AWS_KEY[0],
+            aws_secret_access_key=AWS_KEY[1],
+            region_name="us-east-1",
+        )
 
-# -- Airflow ----------------------------------------------------------------------------------------
+    def stop_backends(self) -> None:
+        for service in reversed(self.services):
+            with contextlib.suppress(Exception):
+                service.stop()
 
+    @property
+    def groups(self) -> set[int]:
+        return {s.proc.pid for s in self.services}
 
-def airflow_env(run_id: str, ports: dict[str, int]) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_", "AIRFLOW__"))
-        and k not in ("AIRFLOW_HOME", "AIRFLOW_CONFIG")
-    }
-    api = f"http://127.0.0.1:{ports['api']}"
-    from cryptography.fernet import Fernet
+    def snapshot_listening(self, groups: set[int]) -> None:
+        """Note the sockets this run's processes listen on now (checked at the end)."""
+        self.sockets_seen += listening(run_pids(self.run_id, groups | self.groups))
 
-    env.update(
-        {
-            MARKER: run_id,
-            "AIRFLOW_HOME": str(HOME),
-            "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-            "NO_PROXY": "127.0.0.1,localhost",
-            "no_proxy": "127.0.0.1,localhost",
-            "PYTHONUNBUFFERED": "1",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": str(PARALLELISM),
-            "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(ports["api"]),
-            "AIRFLOW__API__BASE_URL": api,
-            "AIRFLOW__API__WORKERS": "1",
-            # Where workers reach the Execution API (Airflow 3.3 reads it from [core]; [workers]
-            # is its deprecated spelling there). Without it they call port 8080 and fail.
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(ports["worker_logs"]),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(ports["trigger_logs"]),
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-            # Consent sensors wait in the triggerer (the sensor's `deferrable` default).
-            "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True",
+    def shape(self) -> dict[str, str]:
+        """What the log states about the deployment, from the configuration it is given."""
+        return {
+            "executor": f"airflow.providers.celery.executors.celery_executor.{EXECUTOR}",
+            "workers": f"{len(WORKERS)} x airflow celery worker (concurrency {WORKER_CONCURRENCY}), "
+            "each with its own temporary AIRFLOW_HOME/TMPDIR/HOME",
+            "broker": self.broker_url.split(":", 1)[0] + "://",
+            "result_backend": self.result_backend.split(":", 1)[0] + "://",
+            "metadata_db": self.metadata_url.split(":", 1)[0],
+            "warehouse_db": self.warehouse_url.split(":", 1)[0]
+            + f" (database {WAREHOUSE_CONN} -> warehouse)",
+            "landing": LANDING + f" (endpoint_url {self.s3_endpoint})",
+            "task_logs": REMOTE_LOGS,
         }
-    )
-    return env
+
+    def env(self) -> dict[str, str]:
+        """The environment of the scheduler host's processes and the CLI (``AIRFLOW_HOME=.e2e-home``)."""
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_", "AIRFLOW__"))
+            and k not in ("AIRFLOW_HOME", "AIRFLOW_CONFIG", "PYTHONPATH")
+        }
+        env.update(
+            {
+                MARKER: self.run_id,
+                "AIRFLOW_HOME": str(HOME),
+                "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+                "NO_PROXY": "127.0.0.1,localhost",
+                "no_proxy": "127.0.0.1,localhost",
+                "PYTHONUNBUFFERED": "1",
+                "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+                # Two DAG bundles: the example DAGs, and the e2e's own consent-gate DAG.
+                "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(
+                    [
+                        {
+                            "name": "dags-folder",
+                            "classpath": LOCAL_BUNDLE,
+                            "kwargs": {"path": str(REPO / "dags")},
+                        },
+                        {"name": "e2e", "classpath": LOCAL_BUNDLE, "kwargs": {"path": str(HERE / "dags")}},
+                    ]
+                ),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__EXECUTOR": EXECUTOR,
+                "AIRFLOW__CORE__PARALLELISM": str(PARALLELISM),
+                "AIRFLOW__CORE__FERNET_KEY": self.fernet_key,
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.metadata_url.replace(
+                    "postgresql://", "postgresql+psycopg2://", 1
+                ),
+                "AIRFLOW__CELERY__BROKER_URL": self.broker_url,
+                "AIRFLOW__CELERY__RESULT_BACKEND": self.result_backend,
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
+                # Redis redelivers a task not acknowledged within this time: above the longest
+                # task (the example DAG's runs time out after 6 h).
+                "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "21600",
+                "AIRFLOW__API_AUTH__JWT_SECRET": self.jwt_secret,
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(self.ports["api"]),
+                "AIRFLOW__API__BASE_URL": self.base,
+                "AIRFLOW__API__WORKERS": "1",
+                # Where workers reach the Execution API (Airflow 3.3 reads it from [core]; [workers]
+                # is its deprecated spelling there). Without it they call port 8080 and fail.
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base}/execution/",
+                # Task logs go to S3: a worker's disk is its own, and Airflow's log servers would
+                # listen on every interface (they take no address), so none is started.
+                "AIRFLOW__LOGGING__REMOTE_LOGGING": "True",
+                "AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER": REMOTE_LOGS,
+                "AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID": AWS_CONN,
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.ports["worker_logs"]),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.ports["trigger_logs"]),
+                "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+                # Consent sensors wait in the triggerer (the sensor's `deferrable` default).
+                "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True",
+                "AIRFLOW__OPENBANKING__LANDING_DESTINATION": LANDING,
+            }
+        )
+        return env
+
+    def audited(self, env: dict[str, str], report: Path, allowed: list[Path]) -> dict[str, str]:
+        """``env`` with the local-write audit hook of ``e2e/audit/sitecustomize.py`` armed."""
+        return {
+            **env,
+            "PYTHONPATH": str(AUDIT_DIR),
+            "OPENBANKING_E2E_AUDIT": str(report),
+            "OPENBANKING_E2E_AUDIT_ALLOWED": os.pathsep.join(str(p) for p in allowed),
+        }
+
+    def worker_dir(self, name: str) -> Path:
+        return self.root / name
+
+    def worker_env(self, name: str) -> dict[str, str]:
+        """A Celery worker "host": its own AIRFLOW_HOME, TMPDIR and HOME in its own directory."""
+        wdir = self.worker_dir(name)
+        for sub in ("tmp", "config"):
+            (wdir / sub).mkdir(parents=True, exist_ok=True)
+        # The cluster policy is configuration every host's image carries.
+        shutil.copy(HOME / "config" / "airflow_local_settings.py", wdir / "config")
+        env = self.env()
+        env.update({"AIRFLOW_HOME": str(wdir), "TMPDIR": str(wdir / "tmp"), "HOME": str(wdir)})
+        return self.audited(env, wdir / "audit.jsonl", [wdir])
 
 
 LOCAL_SETTINGS = '''"""Cluster policy of the e2e deployment (written by e2e/run.py).
@@ -255,140 +306,61 @@ def dag_policy(dag):
 '''
 
 
-def run_cli(env: dict[str, str], *args: str, log: Path, timeout: float = 300) -> None:
-    started = time.monotonic()
-    with open(log, "wb") as sink:
-        try:
-            proc = subprocess.run(
-                [str(BIN / "airflow"), *args],
-                env=env,
-                cwd=str(HOME),
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                timeout=timeout,
-                start_new_session=True,
-            )
-        except subprocess.TimeoutExpired:
-            raise E2EError(f"`airflow {' '.join(args)}` did not finish in {timeout:.0f} s") from None
-    if proc.returncode != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-        raise E2EError(f"`airflow {' '.join(args)}` failed (exit {proc.returncode}):\n{tail}")
-    say(f"  airflow {' '.join(args)} ({time.monotonic() - started:.0f} s)")
-
-
-class Api:
-    """The Airflow REST API (``/api/v2``) as the simple auth manager's ``admin`` user."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.http = requests.Session()
-        self.http.trust_env = False
-        self.password = ""
-
-    def login(self, password: str) -> None:
-        self.password = password
-        resp = self.http.post(
-            f"{self.base}/auth/token", json={"username": "admin", "password": password}, timeout=30
-        )
-        if resp.status_code >= 400:
-            raise E2EError(f"login to the API failed: HTTP {resp.status_code} {resp.text[:300]}")
-        self.http.headers["Authorization"] = f"Bearer {resp.json()['access_token']}"
-
-    def call(self, method: str, path: str, *, ok: tuple[int, ...] = (), **kwargs: Any) -> Any:
-        resp = self.http.request(method, f"{self.base}/api/v2{path}", timeout=60, **kwargs)
-        if resp.status_code == 401 and self.password:  # the JWT expired: log in again once
-            self.login(self.password)
-            resp = self.http.request(method, f"{self.base}/api/v2{path}", timeout=60, **kwargs)
-        if resp.status_code >= 400 and resp.status_code not in ok:
-            raise E2EError(f"{method} /api/v2{path} -> HTTP {resp.status_code}: {resp.text[:500]}")
-        if resp.status_code >= 400:
-            return None
-        return resp.json() if resp.content else None
-
-    def health(self) -> dict[str, Any]:
-        resp = self.http.get(f"{self.base}/api/v2/monitor/health", timeout=10)
-        resp.raise_for_status()
-        result: dict[str, Any] = resp.json()
-        return result
-
-    def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
-        runs: list[dict[str, Any]] = self.call("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 100})[
-            "dag_runs"
-        ]
-        return runs
-
-    def task_instances(self, dag_id: str, run_id: str = "~", **params: Any) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        offset = 0
-        while True:
-            page = self.call(
-                "GET",
-                f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
-                params={"limit": 100, "offset": offset, **params},
-            )
-            out.extend(page["task_instances"])
-            offset += len(page["task_instances"])
-            if not page["task_instances"] or offset >= page["total_entries"]:
-                return out
-
-
-def component_states(health: dict[str, Any]) -> dict[str, str]:
-    return {
-        name: str((health.get(name) or {}).get("status"))
-        for name in ("metadatabase", "scheduler", "triggerer", "dag_processor")
-    }
+def connection_commands(
+    dep: Deployment, banks: dict[str, Any], customers: dict[str, str]
+) -> dict[str, list[str]]:
+    """``airflow connections add`` / ``pools set`` / ``variables set``: what an admin types."""
+    commands: dict[str, list[str]] = {}
+    for conn_id, customer in customers.items():
+        extra = {
+            "refresh_token": banks[conn_id].grant_consent(customer),
+            "provider_id": "1000",
+            "scopes": "ACCOUNT_BASIC ACCOUNT_DETAILED TRANSACTIONS",
+            "redirect_uri": "http://127.0.0.1:8976/callback",
+        }
+        commands[f"connections-add-{conn_id}"] = [
+            "connections", "add", conn_id, "--conn-type", "openbanking",
+            "--conn-description", f"Sandbox consent of {customer}",
+            "--conn-host", banks[conn_id].url, "--conn-login", "demo-client",
+            "--conn-password", "demo-secret", "--conn-extra", json.dumps(extra),
+        ]  # fmt: skip
+    commands[f"connections-add-{WAREHOUSE_CONN}"] = [
+        "connections", "add", WAREHOUSE_CONN, "--conn-uri", dep.warehouse_url,
+        "--conn-description", "e2e warehouse (PostgreSQL)",
+    ]  # fmt: skip
+    commands[f"connections-add-{AWS_CONN}"] = [
+        "connections", "add", AWS_CONN, "--conn-type", "aws",
+        "--conn-description", "S3-compatible endpoint (moto) for landing and task logs",
+        "--conn-login", AWS_KEY[0], "--conn-password", AWS_KEY[1],
+        "--conn-extra", json.dumps({"endpoint_url": dep.s3_endpoint, "region_name": "us-east-1"}),
+    ]  # fmt: skip
+    commands["pools-set"] = ["pools", "set", POOL, str(POOL_SLOTS), "Open Banking API calls"]
+    commands["variables-set"] = ["variables", "set", "openbanking_conn_ids", json.dumps(list(CONSENTS))]
+    return commands
 
 
 # -- checks -----------------------------------------------------------------------------------------
 
 
-class Checks:
-    def __init__(self) -> None:
-        self.results: list[dict[str, Any]] = []
-
-    def add(self, name: str, ok: bool, detail: str) -> None:
-        self.results.append({"check": name, "ok": bool(ok), "detail": detail})
-        say(f"  {'PASS' if ok else 'FAIL'}  {name}: {detail}")
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.results) and all(r["ok"] for r in self.results)
-
-
-def iso(value: str | None) -> dt.datetime:
-    assert value, "missing datetime"
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def run_windows(
-    runs: list[dict[str, Any]], default_conn_ids: list[str]
-) -> dict[str, list[tuple[dt.date, dt.date]]]:
-    """Per connection, the date windows (inclusive) its transactions were queried for."""
-    windows: dict[str, list[tuple[dt.date, dt.date]]] = {}
-    for run in runs:
-        start, end = iso(run["data_interval_start"]), iso(run["data_interval_end"])
-        window = ((start - LOOKBACK).date(), (end - dt.timedelta(days=1)).date())
-        for conn_id in (run.get("conf") or {}).get("conn_ids") or default_conn_ids:
-            windows.setdefault(conn_id, []).append(window)
-    return windows
-
-
 def check_warehouse(
     checks: Checks,
-    db: Path,
+    url: str,
     windows: dict[str, list[tuple[dt.date, dt.date]]],
     banks: dict[str, Any],
     accounts: dict[str, list[str]],
 ) -> None:
-    """The table must hold exactly the bank's transactions of the windows the runs covered."""
-    name = "warehouse equals the bank's truth"
-    if not db.exists():
-        checks.add(name, False, f"{db} does not exist")
-        return
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute(
+    """The Postgres table must hold exactly the bank's transactions of the windows the runs covered."""
+    name = "warehouse (PostgreSQL) equals the bank's truth"
+    try:
+        covered = ", ".join(f"'{c}'" for c in accounts)  # LEGACY_CONN's row is checked on its own
+        rows = sql_rows(
+            url,
             "SELECT conn_id, account_id, transaction_id, status, amount FROM openbanking_transactions"
-        ).fetchall()
+            f" WHERE conn_id IN ({covered})",
+        )
+    except Exception as exc:
+        checks.add(name, False, f"cannot read openbanking_transactions: {type(exc).__name__}: {exc}")
+        return
     table: dict[tuple[str, str], dict[str, tuple[str, float]]] = {}
     duplicates = 0
     for conn_id, account_id, txn_id, status, amount in rows:
@@ -431,6 +403,91 @@ def check_warehouse(
     )
 
 
+#: The warehouse table as the provider created it before consents (0.x: key without consent_id).
+LEGACY_DDL = """CREATE TABLE openbanking_transactions (
+    conn_id VARCHAR(250) NOT NULL,
+    account_id VARCHAR(250) NOT NULL,
+    transaction_id VARCHAR(250) NOT NULL,
+    window_date VARCHAR(10) NOT NULL,
+    status VARCHAR(32),
+    posted_timestamp VARCHAR(40),
+    transaction_timestamp VARCHAR(40),
+    amount NUMERIC(18, 2),
+    signed_amount NUMERIC(18, 2),
+    debit_credit_memo VARCHAR(16),
+    description VARCHAR(1000),
+    category VARCHAR(250),
+    account_category VARCHAR(40),
+    reference_transaction_id VARCHAR(250),
+    record TEXT,
+    PRIMARY KEY (conn_id, account_id, transaction_id)
+)"""
+#: A connection no run covers: its old row must survive the migration, as consent ``default``.
+LEGACY_CONN = "openbanking_retired"
+
+
+def seed_legacy_table(
+    url: str, consents: dict[str, str], accounts: dict[str, list[str]], dates: list[dt.datetime]
+) -> None:
+    """The warehouse as a 0.x deployment left it: the table of before consents, holding a row the
+    bank no longer has inside a window the runs replace, and a row of a connection no run covers.
+    The first load must migrate it (issue 14) on this real PostgreSQL."""
+    import psycopg2
+
+    conn_id = next(iter(consents))
+    day = (dates[0] - dt.timedelta(days=1)).date().isoformat()
+    with contextlib.closing(psycopg2.connect(url)) as db, db.cursor() as cur:
+        cur.execute(LEGACY_DDL)
+        cur.executemany(
+            "INSERT INTO openbanking_transactions (conn_id, account_id, transaction_id, window_date, status, amount)"
+            " VALUES (%s, %s, %s, %s, 'POSTED', 1.00)",
+            [
+                (conn_id, accounts[conn_id][0], "stale-0x-row", day),
+                (LEGACY_CONN, "acct-old", "kept-0x-row", day),
+            ],
+        )
+        db.commit()
+    say(
+        f"  warehouse: the 0.x table (no consent_id) with a stale row of {conn_id} and a row of {LEGACY_CONN}"
+    )
+
+
+def check_legacy_migrated(checks: Checks, url: str) -> None:
+    name = "0.x warehouse table migrated on PostgreSQL"
+    try:
+        columns = {
+            r[0]
+            for r in sql_rows(
+                url,
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'openbanking_transactions'",
+            )
+        }
+        key = [
+            r[0]
+            for r in sql_rows(
+                url,
+                """SELECT a.attname FROM pg_index i JOIN pg_attribute a
+            ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+            WHERE i.indrelid = 'openbanking_transactions'::regclass AND i.indisprimary ORDER BY a.attname""",
+            )
+        ]
+        stale = sql_rows(
+            url, "SELECT COUNT(*) FROM openbanking_transactions WHERE transaction_id = 'stale-0x-row'"
+        )[0][0]
+        kept = sql_rows(
+            url, f"SELECT consent_id FROM openbanking_transactions WHERE conn_id = '{LEGACY_CONN}'"
+        )
+    except Exception as exc:
+        checks.add(name, False, f"{type(exc).__name__}: {exc}")
+        return
+    checks.add(
+        name,
+        "consent_id" in columns and "consent_id" in key and stale == 0 and kept == [("default",)],
+        f"primary key {sorted(key)}; the stale row inside a replaced window: {'gone' if stale == 0 else 'STILL THERE'}; "
+        f"the other connection's row kept as consent {[r[0] for r in kept]}",
+    )
+
+
 def defer_exit_processed(log: Path, deferred: dict[str, Any]) -> bool:
     """Has the scheduler processed the executor's event of the worker that deferred this TI?
 
@@ -448,132 +505,223 @@ def defer_exit_processed(log: Path, deferred: dict[str, Any]) -> bool:
     )
 
 
-# -- browser ------------------------------------------------------------------------------------------
-
-#: What the ``openbanking`` connection form must show (labels from get_provider_info's form).
-STANDARD_LABELS = ("API base URL", "Client ID", "Client secret")
-EXTRA_LABELS = ("Refresh token", "Provider ID", "Scopes", "Redirect URI")
-
-
-def screenshots(
-    base: str,
-    password: str,
-    run_id: str | None,
+def check_triggerer(
+    checks: Checks,
+    api: Api,
+    dep: Deployment,
     deferred: dict[str, Any],
-    out: Path,
-    timeout_ms: int = 90_000,
-) -> dict[str, Any]:
-    """Log into the UI with headless Chromium; screenshot the connection form and the DAG run.
-
-    Returns ``{"shots": [file names], "form": {what the form showed}}``.
-    """
-    from playwright.sync_api import sync_playwright
-
-    shots: list[str] = []
-    form: dict[str, Any] = {}
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1500})
-            page.set_default_timeout(timeout_ms)
-            page.goto(f"{base}/", wait_until="domcontentloaded")
-            page.get_by_label("Username").fill("admin")
-            page.get_by_label("Password").fill(password)
-            page.get_by_role("button", name="Sign in").click()
-            page.wait_for_url(lambda url: "/auth/login" not in url)
-
-            # The form of connection `openbanking_default`: its accordion opens one section at a
-            # time, so the standard and the extra fields are shot one after the other, then side by side.
-            page.goto(f"{base}/connections", wait_until="domcontentloaded")
-            row = page.get_by_role("row").filter(has_text="openbanking_default")
-            row.get_by_role("button", name="Edit Connection").click()
-            dialog = page.get_by_role("dialog")
-            dialog.get_by_text("Open Banking (Flinks / FDX)").first.wait_for()
-            form["standard"] = _visible_labels(dialog, STANDARD_LABELS)
-            form["client_secret_type"] = dialog.locator("input[name='password']").get_attribute("type")
-            standard = out / "connection-form-standard.png"
-            dialog.screenshot(path=str(standard))
-            dialog.get_by_role("button", name="Extra Fields", exact=True).click()
-            dialog.locator("#element_refresh_token").wait_for()
-            time.sleep(1)  # the accordion's animation
-            form["extra"] = _visible_labels(dialog, EXTRA_LABELS)
-            form["refresh_token_type"] = dialog.locator("#element_refresh_token").get_attribute("type")
-            form["extra_inputs"] = sorted(
-                str(el.get_attribute("id"))[len("element_") :]
-                for el in dialog.locator("[id^='element_']").all()
-                if el.is_visible()
+    tis_by_run: dict[tuple[str, str], list[dict[str, Any]]],
+) -> None:
+    """A consent sensor went through ``deferred``, its trigger ran in the triggerer and fired
+    success, and the sensor then finished on a worker; its log, uploaded by the worker, is read
+    back from S3 through the REST API as the UI reads it."""
+    name = "the deferrable token sensor ran in the triggerer"
+    if not deferred:
+        checks.add(name, False, "no sensor was seen deferred")
+        return
+    ti = next(
+        (
+            t
+            for t in tis_by_run.get((deferred["dag_id"], deferred["dag_run_id"]), [])
+            if t["task_id"] == deferred["task_id"] and t["map_index"] == deferred["map_index"]
+        ),
+        None,
+    )
+    # What the trigger logged: the triggerer writes attempt=N.log.trigger.<id>.log and uploads it
+    # to the remote log folder (its local copy is then empty).
+    mapped = f"map_index={deferred['map_index']}/" if deferred["map_index"] >= 0 else ""
+    prefix = (
+        f"airflow-logs/dag_id={deferred['dag_id']}/run_id={deferred['dag_run_id']}"
+        f"/task_id={deferred['task_id']}/{mapped}"
+    )
+    s3 = dep.s3()
+    trigger_logs = [
+        obj["Key"]
+        for obj in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
+        if ".log.trigger." in obj["Key"]
+    ]
+    events = []
+    for key in trigger_logs:
+        body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode(errors="replace")
+        for line in body.splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if record.get("event") == "Trigger fired event":
+                    events.append(str(record.get("result")))
+    task_log = ""
+    for try_number in range(1, int((ti or {}).get("try_number") or 1) + 1):
+        with contextlib.suppress(E2EError):
+            task_log += api.task_log(
+                deferred["dag_id"],
+                deferred["dag_run_id"],
+                deferred["task_id"],
+                deferred["map_index"],
+                try_number,
             )
-            extra = out / "connection-form-extra.png"
-            dialog.screenshot(path=str(extra))
-            combined = out / "connection-form.png"
-            _side_by_side(browser, [standard, extra], combined)
-            shots += [combined.name, standard.name, extra.name]
-            page.keyboard.press("Escape")
-
-            if run_id:
-                page.goto(f"{base}/dags/{MAIN_DAG}/runs/{run_id}", wait_until="domcontentloaded")
-                page.get_by_text("Task Instances", exact=False).first.wait_for()
-                page.get_by_role("button", name="Show Grid (Press g)").click()
-                page.get_by_text("Success", exact=True).first.wait_for()
-                time.sleep(3)  # let the grid finish rendering
-                grid = out / "dag-run.png"
-                page.screenshot(path=str(grid))
-                page.get_by_role("button", name="Show Graph (Press g)").click()
-                time.sleep(4)
-                graph = out / "dag-run-graph.png"
-                page.screenshot(path=str(graph))
-                page.get_by_role("button", name="Show Grid (Press g)").click()
-                shots += [grid.name, graph.name]
-
-            if deferred:  # the sensor that waited in the triggerer: its log
-                page.goto(
-                    f"{base}/dags/{MAIN_DAG}/runs/{deferred['dag_run_id']}/tasks/{deferred['task_id']}"
-                    f"/mapped/{deferred['map_index']}",
-                    wait_until="domcontentloaded",
-                )
-                page.get_by_text("deferring to the triggerer", exact=False).first.wait_for()
-                time.sleep(2)
-                sensor = out / "deferred-sensor-log.png"
-                page.screenshot(path=str(sensor))
-                shots.append(sensor.name)
-        finally:
-            browser.close()
-    return {"shots": shots, "form": form}
-
-
-def _visible_labels(dialog: Any, labels: tuple[str, ...]) -> dict[str, bool]:
-    return {label: dialog.get_by_text(label, exact=True).first.is_visible() for label in labels}
-
-
-def _side_by_side(browser: Any, images: list[Path], out: Path) -> None:
-    """One PNG of ``images`` next to each other (rendered by the browser: no imaging library)."""
-    tags = "".join(
-        f'<img style="margin:10px;vertical-align:top;border:1px solid #ccc" '
-        f'src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
-        for p in images
-    )
-    page = browser.new_page(viewport={"width": 1900, "height": 800})
-    try:
-        page.set_content(
-            f'<html><body style="margin:0;white-space:nowrap;background:#fff">{tags}</body></html>'
-        )
-        page.wait_for_function("Array.from(document.images).every(i => i.complete)")
-        page.screenshot(path=str(out), full_page=True)
-    finally:
-        page.close()
-
-
-def check_form(checks: Checks, form: dict[str, Any]) -> None:
-    labels = {**form.get("standard", {}), **form.get("extra", {})}
-    missing = [label for label in (*STANDARD_LABELS, *EXTRA_LABELS) if not labels.get(label)]
-    secret = form.get("refresh_token_type") == "password" and form.get("client_secret_type") == "password"
+    deferred_in_task_log = "deferring to the triggerer" in task_log
+    from_s3 = f"s3://{BUCKET}/" in task_log
+    fired_success = any("'status': 'success'" in e for e in events)
     checks.add(
-        "UI shows the openbanking connection form",
-        not missing and secret,
-        f"fields {', '.join(k for k, v in labels.items() if v)}; refresh token input type="
-        f"{form.get('refresh_token_type')}, client secret input type={form.get('client_secret_type')}; "
-        f"extra inputs rendered: {form.get('extra_inputs')}" + (f"; MISSING {missing}" if missing else ""),
+        name,
+        ti is not None and ti["state"] == "success" and fired_success and deferred_in_task_log and from_s3,
+        f"{deferred['task_id']}[{deferred['map_index']}] of {deferred['dag_run_id']} was seen deferred "
+        f"(its log, read from S3: {from_s3}, says so: {deferred_in_task_log}), its trigger log "
+        f"{[k.rsplit('/', 1)[-1] for k in trigger_logs]} on S3 shows {events[:1] or 'no event'}, then the task "
+        f"{ti['state'] if ti else 'is missing'}",
     )
+
+
+def worker_task_logs(dep: Deployment) -> dict[str, list[str]]:
+    """Per worker, the task-instance logs on its own disk (the task ran there)."""
+    out = {}
+    for name in WORKERS:
+        logs = dep.worker_dir(name) / "logs"
+        out[name] = sorted(
+            str(p.relative_to(logs)) for p in logs.glob("dag_id=*/run_id=*/task_id=*/**/attempt=*.log")
+        )
+    return out
+
+
+def read_audit(path: Path) -> tuple[int, list[dict[str, Any]], int]:
+    """(processes armed, provider writes outside the allowed directories, writes inside them)."""
+    if not path.exists():
+        return 0, [], 0
+    armed, bad, inside = 0, [], 0
+    for line in path.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if "armed" in record:
+                armed += 1
+            elif record.get("allowed"):
+                inside += 1
+            else:
+                bad.append(record)
+    return armed, bad, inside
+
+
+def audit_control(dep: Deployment, logs: Path) -> int:
+    """The same hook must see a provider write to the local disk, or an empty report proves
+    nothing: the landing writer, pointed at a local path outside the worker's directory, in a
+    process with worker-1's environment. Returns how many such writes it reported."""
+    report = dep.root / "audit-control.jsonl"
+    target = dep.root / "control" / "probe.jsonl"
+    env = dep.audited(dep.worker_env(WORKERS[0]), report, [dep.worker_dir(WORKERS[0])])
+    code = (
+        "from airflow.sdk import ObjectStoragePath\n"
+        "from airflow_provider_openbanking.landing import write_jsonl\n"
+        f"write_jsonl(ObjectStoragePath({('file://' + str(target))!r}), [{{'probe': 1}}])\n"
+    )
+    with open(logs / "audit-control.log", "wb") as sink:
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            cwd=str(dep.root),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+        )
+    return len(read_audit(report)[1])
+
+
+def check_no_local_writes(checks: Checks, dep: Deployment, logs: Path) -> None:
+    reports = {name: dep.worker_dir(name) / "audit.jsonl" for name in WORKERS}
+    reports["triggerer"] = HOME / "triggerer-audit.jsonl"
+    armed: dict[str, int] = {}
+    bad: list[dict[str, Any]] = []
+    inside = 0
+    for name, path in reports.items():
+        n, outside, ok = read_audit(path)
+        armed[name] = n
+        bad += [{**r, "process": name} for r in outside]
+        inside += ok
+    control = audit_control(dep, logs)
+    stray = [
+        str(p)
+        for p in (HOME / "openbanking", *(dep.worker_dir(w) / "openbanking" for w in WORKERS))
+        if p.exists()
+    ]
+    checks.add(
+        "the provider wrote no file outside S3 and the workers' own directories",
+        all(armed.values()) and not bad and control > 0 and not stray,
+        f"audit hook armed in {armed} processes; provider writes outside: {len(bad)}, inside a "
+        f"worker's directory: {inside}; control write seen: {control > 0}"
+        + (f"; default landing directories exist: {stray}" if stray else "")
+        + (f"; first: {json.dumps(bad[:3])[:1500]}" if bad else ""),
+    )
+
+
+def check_landing(checks: Checks, dep: Deployment, conn_ids: list[str]) -> dict[str, int]:
+    keys: list[str] = []
+    for page in dep.s3().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="landing/"):
+        keys += [obj["Key"] for obj in page.get("Contents", [])]
+    jsonl = [k for k in keys if k.endswith(".jsonl")]
+    partial = [k for k in keys if k.endswith(".partial")]
+    datasets = sorted({k.split("/")[1] for k in jsonl})
+    missing = [c for c in conn_ids if not any(f"/conn_id={c}/" in k for k in jsonl)]
+    checks.add(
+        "landed files are on the S3 endpoint",
+        bool(jsonl) and not partial and not missing,
+        f"{len(jsonl)} .jsonl objects under {LANDING} (datasets {datasets}), {len(partial)} .partial left"
+        + (f"; no files for {missing}" if missing else ""),
+    )
+    return {"jsonl": len(jsonl), "partial": len(partial)}
+
+
+def check_shape(
+    checks: Checks, dep: Deployment, per_worker: dict[str, list[str]], scheduler_log: Path
+) -> dict[str, Any]:
+    """The shape as Airflow recorded it: the scheduler's executor, the task instances' Celery
+    task ids, the metadata and warehouse servers; and where the tasks ran."""
+    shape: dict[str, Any] = {}
+    try:
+        shape["scheduler_executor"] = sorted(
+            {
+                line.split("Loaded executor:", 1)[1].split("[", 1)[0].strip().strip(":")
+                for line in scheduler_log.read_text(errors="replace").splitlines()
+                if "Loaded executor:" in line
+            }
+        )
+        n, celery_ids, queues = sql_rows(
+            dep.metadata_url,
+            "SELECT COUNT(*), COUNT(external_executor_id), string_agg(DISTINCT queue, ',') FROM task_instance",
+        )[0]
+        shape["task_instances"] = {"total": n, "with_celery_task_id": celery_ids, "queues": queues}
+        shape["metadata_server"] = sql_rows(dep.metadata_url, "SELECT version()")[0][0].split(" on ")[0]
+        shape["warehouse_server"] = sql_rows(dep.warehouse_url, "SELECT current_database(), version()")[0][0]
+    except Exception as exc:
+        checks.add("deployment shape as Airflow recorded it", False, f"{type(exc).__name__}: {exc}")
+        return shape
+    counts = {name: len(logs) for name, logs in per_worker.items()}
+    checks.add(
+        "deployment shape as Airflow recorded it",
+        any(EXECUTOR in str(e) for e in shape["scheduler_executor"]) and n > 0 and celery_ids == n,
+        f"the scheduler loaded {shape['scheduler_executor']}; {celery_ids}/{n} task instances carry a "
+        f"Celery task id (queue {queues}); metadata DB {shape['metadata_server']}; warehouse "
+        f"database {shape['warehouse_server']!r} on the same server",
+    )
+    checks.add(
+        "tasks ran on both Celery workers",
+        all(counts.values()) and len(counts) == len(WORKERS),
+        f"task logs on each worker's own disk: {counts}",
+    )
+    return shape
+
+
+def check_listening(checks: Checks, dep: Deployment, procs: Processes) -> list[dict[str, Any]]:
+    """Every socket this run's processes listened on, seen now and at the earlier snapshots."""
+    dep.snapshot_listening(procs.group_ids)
+    sockets = sorted(
+        {(s["pid"], s["port"]): s for s in dep.sockets_seen}.values(), key=lambda s: (s["port"], s["pid"])
+    )
+    beyond = [s for s in sockets if s["address"] != "127.0.0.1"]
+    checks.add(
+        "nothing listens beyond 127.0.0.1",
+        bool(sockets) and not beyond,
+        f"{len(sockets)} listening sockets of this run: "
+        + ", ".join(sorted({f"{s['name']}@{s['address']}:{s['port']}" for s in sockets}))
+        + (f"; BEYOND LOOPBACK: {beyond}" if beyond else ""),
+    )
+    return sockets
 
 
 # -- main ---------------------------------------------------------------------------------------------
@@ -591,6 +739,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--accounts-per-customer", type=int, default=3)
     p.add_argument("--transactions-per-account", type=int, default=1000)
     p.add_argument("--access-token-ttl", type=int, default=30, help="sandbox access-token lifetime (s)")
+    p.add_argument(
+        "--consents",
+        type=int,
+        default=120,
+        help="consents of the sharded many-consent run (issue 14) after the main scenario; 0: skip it",
+    )
     p.add_argument(
         "--outage-timeout",
         type=float,
@@ -616,7 +770,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def take_lock(timeout: float) -> int:
     """One ``make e2e`` at a time per checkout (they share .e2e-home/ and e2e-artifacts/): an
     exclusive flock on the e2e/ directory, waited for at most ``timeout`` seconds."""
-    fd = os.open(Path(__file__).resolve().parent, os.O_RDONLY)
+    fd = os.open(HERE, os.O_RDONLY)
     deadline = time.monotonic() + timeout
     waiting = False
     while True:
@@ -643,15 +797,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
 
     def on_alarm(signum: int, frame: Any) -> None:
-        raise E2ETimeout(f"overall timeout of {args.timeout:.0f} s")
+        raise E2EInterrupted(f"overall timeout of {args.timeout:.0f} s")
 
-    def on_term(signum: int, frame: Any) -> None:
-        raise E2ETimeout("terminated (SIGTERM)")
+    def on_signal(signum: int, frame: Any) -> None:
+        raise E2EInterrupted(f"interrupted ({signal.Signals(signum).name})")
 
-    say(f"Open Banking provider under Airflow's real services (run {run_id})")
+    say(f"Open Banking provider under Airflow's real services, production shape (run {run_id})")
     lock = take_lock(args.lock_timeout)  # noqa: F841 - held (open) until the process exits
     signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, on_term)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     signal.alarm(int(args.timeout))
     for path in (HOME, ARTIFACTS):
         if path.exists():
@@ -660,13 +815,14 @@ def main(argv: list[str] | None = None) -> int:
     (HOME / "config" / "airflow_local_settings.py").write_text(LOCAL_SETTINGS)
     logs = ARTIFACTS / "logs"
     logs.mkdir(parents=True)
-    say(f"  AIRFLOW_HOME={HOME.relative_to(REPO)}  artifacts={ARTIFACTS.relative_to(REPO)}")
+    root = Path(tempfile.mkdtemp(prefix="openbanking-e2e-"))
+    say(
+        f"  AIRFLOW_HOME={HOME.relative_to(REPO)} (scheduler host)  workers under {root}  artifacts={ARTIFACTS.relative_to(REPO)}"
+    )
 
     from airflow_provider_openbanking.sandbox.testing import SandboxServer
 
-    ports = {"api": free_port(), "worker_logs": free_port(), "trigger_logs": free_port()}
-    env = airflow_env(run_id, ports)
-    base = f"http://127.0.0.1:{ports['api']}"
+    dep = Deployment(run_id, root)
     bank_now = dates[-1] + dt.timedelta(minutes=5)
     bank_options: dict[str, Any] = {
         "accounts_per_customer": args.accounts_per_customer,
@@ -685,10 +841,10 @@ def main(argv: list[str] | None = None) -> int:
     customers = {**CONSENTS, late_conn: late_customer}
     procs = Processes(run_id)
     checks = Checks()
-    summary: dict[str, Any] = {"run": run_id, "ports": ports, "checks": checks.results, "timings": {}}
+    summary: dict[str, Any] = {"run": run_id, "ports": dep.ports, "checks": checks.results, "timings": {}}
     timings: dict[str, float] = summary["timings"]
-    api = Api(base)
-    status = 1
+    api = Api(dep.base)
+    error = ""
     phase_started = time.monotonic()
 
     def phase(name: str) -> None:
@@ -704,103 +860,102 @@ def main(argv: list[str] | None = None) -> int:
             f"  sandbox {bank.url} (+ {gateway.url} for {late_conn}): rotating refresh tokens, "
             f"{args.access_token_ttl} s access tokens, bank clock {bank_now:%Y-%m-%d %H:%M}Z"
         )
-        run_cli(env, "db", "migrate", log=logs / "db-migrate.log")
+        say("Back-end services")
+        dep.start_backends()
+        summary["shape"] = shape = dep.shape()
+        say("Shape: " + "; ".join(f"{k} {v}" for k, v in shape.items()))
+        env = dep.env()
+        run_cli(env, HOME, "db", "migrate", log=logs / "db-migrate.log")
         phase("setup")
 
-        say(f"Starting {', '.join(SERVICES)} (API on {base}, LocalExecutor, parallelism {PARALLELISM})")
-        for name in SERVICES:
-            procs.start(name, [str(BIN / "airflow"), name], env, logs / f"{name}.log")
+        say(
+            f"Starting {', '.join(SCHEDULER_HOST)} (API on {dep.base}) and {len(WORKERS)} Celery workers "
+            f"({EXECUTOR}, concurrency {WORKER_CONCURRENCY} each)"
+        )
+        triggerer_env = dep.audited(env, HOME / "triggerer-audit.jsonl", [])
+        for name in SCHEDULER_HOST:
+            argv = [str(BIN / "airflow"), name]
+            if name in ("scheduler", "triggerer"):
+                argv.append("--skip-serve-logs")
+            procs.start(name, argv, triggerer_env if name == "triggerer" else env, logs / f"{name}.log", HOME)
+        for name in WORKERS:
+            procs.start(
+                name,
+                [
+                    str(BIN / "airflow"),
+                    "celery",
+                    "worker",
+                    "--celery-hostname",
+                    f"{name}@%h",
+                    "--concurrency",
+                    str(WORKER_CONCURRENCY),
+                    "--skip-serve-logs",
+                ],
+                dep.worker_env(name),
+                logs / f"{name}.log",
+                dep.worker_dir(name),
+            )
+
+        # While the services start: what an admin types, straight into the metadata DB.
+        say("Connections, pool and Variable with the airflow CLI")
+        run_clis(env, HOME, connection_commands(dep, banks, customers), logs)
+        phase("configured")
 
         def healthy() -> bool:
             procs.check_alive()
             states = component_states(api.health())
-            return all(s == "healthy" for s in states.values())
+            workers_ready = all(" ready." in procs.logs[w].read_text(errors="replace") for w in WORKERS)
+            return workers_ready and all(s == "healthy" for s in states.values())
 
-        wait_for("the services to report healthy", healthy, timeout=300)
+        wait_for("the services and both Celery workers to report ready", healthy, timeout=300)
         password_file = HOME / "simple_auth_manager_passwords.json.generated"
         wait_for("the admin password file", password_file.exists, timeout=60, interval=1)
         password = json.loads(password_file.read_text())["admin"]
         api.login(password)
-        say(f"  healthy: {component_states(api.health())}")
-        phase("services_up")
-
-        say("Connections, pool and Variable through the REST API")
+        say(f"  healthy: {component_states(api.health())}; Celery workers {', '.join(WORKERS)} ready")
         accounts = {
             conn_id: [a["accountId"] for a in banks[conn_id].truth_accounts(customer)]
             for conn_id, customer in customers.items()
         }
-        for conn_id, customer in customers.items():
-            api.call(
-                "POST",
-                "/connections",
-                json={
-                    "connection_id": conn_id,
-                    "conn_type": "openbanking",
-                    "description": f"Sandbox consent of {customer}",
-                    "host": banks[conn_id].url,
-                    "login": "demo-client",
-                    "password": "demo-secret",
-                    "extra": json.dumps(
-                        {
-                            "refresh_token": banks[conn_id].grant_consent(customer),
-                            "provider_id": "1000",
-                            "scopes": "ACCOUNT_BASIC ACCOUNT_DETAILED TRANSACTIONS",
-                            "redirect_uri": "http://127.0.0.1:8976/callback",
-                        }
-                    ),
-                },
-            )
-        api.call(
-            "POST",
-            "/connections",
-            json={
-                "connection_id": WAREHOUSE_CONN,
-                "conn_type": "sqlite",
-                "description": "e2e warehouse (SQLite)",
-                "host": str(HOME / "warehouse.db"),
-            },
-        )
-        api.call(
-            "POST",
-            "/pools",
-            json={
-                "name": POOL,
-                "slots": POOL_SLOTS,
-                "description": "Open Banking API calls",
-                "include_deferred": False,
-            },
-        )
-        api.call(
-            "POST", "/variables", json={"key": "openbanking_conn_ids", "value": json.dumps(list(CONSENTS))}
-        )
 
-        def dag_parsed() -> bool:
+        def dags_parsed() -> bool:
             procs.check_alive()
             errors = api.call("GET", "/importErrors")
             if errors and errors.get("total_entries"):
                 raise E2EError(f"DAG import errors: {json.dumps(errors)[:2000]}")
-            return api.call("GET", f"/dags/{MAIN_DAG}", ok=(404,)) is not None
+            return all(api.call("GET", f"/dags/{d}", ok=(404,)) is not None for d in (MAIN_DAG, GATE_DAG))
 
-        wait_for(f"{MAIN_DAG} to be parsed", dag_parsed, timeout=300)
-        phase("configured")
+        wait_for(f"{MAIN_DAG} and {GATE_DAG} to be parsed", dags_parsed, timeout=300)
+        phase("services_up")
 
-        # The late consent's token endpoint is down when the runs start: its sensor's own check
+        seed_legacy_table(dep.warehouse_url, CONSENTS, accounts, dates)
+        # The late consent's token endpoint is down when its gate starts: the sensor's own check
         # fails, so it defers (`[operators] default_deferrable`) and waits in the triggerer.
         gateway.inject({"kind": "status", "status": 503, "path": "/api/v1/token", "count": 1_000_000})
-        api.call("PATCH", f"/dags/{MAIN_DAG}", json={"is_paused": False})
-        triggered = []
-        for i, logical in enumerate(dates):
+        for dag_id in (MAIN_DAG, GATE_DAG):
+            api.call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+        triggered: list[tuple[str, str]] = []
+        for logical in dates:
             body: dict[str, Any] = {
                 "dag_run_id": f"e2e__{logical:%Y-%m-%d}",
                 "logical_date": logical.isoformat(),
                 "note": "triggered by make e2e",
             }
-            if i == len(dates) - 1:
-                body["conf"] = {"conn_ids": [*CONSENTS, late_conn]}
-            triggered.append(api.call("POST", f"/dags/{MAIN_DAG}/dagRuns", json=body)["dag_run_id"])
+            triggered.append(
+                (MAIN_DAG, api.call("POST", f"/dags/{MAIN_DAG}/dagRuns", json=body)["dag_run_id"])
+            )
+        gate_body = {
+            "dag_run_id": "e2e__gate",
+            "logical_date": dates[-1].isoformat(),
+            "note": "triggered by make e2e",
+        }
+        triggered.append(
+            (GATE_DAG, api.call("POST", f"/dags/{GATE_DAG}/dagRuns", json=gate_body)["dag_run_id"])
+        )
         say(
-            f"Unpaused {MAIN_DAG}; triggered {', '.join(triggered)} "
-            f"(the last one with {late_conn}, whose token endpoint is down)"
+            f"Unpaused {MAIN_DAG} (consents {', '.join(CONSENTS)}) and triggered it for "
+            f"{', '.join(r for d, r in triggered if d == MAIN_DAG)}; triggered {GATE_DAG} for "
+            f"{late_conn}, whose token endpoint is down"
         )
 
         deferred: dict[str, Any] = {}
@@ -812,12 +967,13 @@ def main(argv: list[str] | None = None) -> int:
         runs: list[dict[str, Any]] = []
         while True:
             procs.check_alive()
-            runs = api.dag_runs(MAIN_DAG)
+            runs = [{**r, "dag_id": d} for d in (MAIN_DAG, GATE_DAG) for r in api.dag_runs(d)]
             if not outage_over:
                 if not deferred:
-                    for ti in api.task_instances(MAIN_DAG, state="deferred"):
+                    for ti in api.task_instances(GATE_DAG, state="deferred"):
                         deferred = {
-                            k: ti.get(k) for k in ("dag_run_id", "task_id", "map_index", "try_number")
+                            k: ti.get(k)
+                            for k in ("dag_id", "dag_run_id", "task_id", "map_index", "try_number")
                         }
                         deferred_seen = time.monotonic()
                         say(f"  deferred: {deferred}")
@@ -841,20 +997,24 @@ def main(argv: list[str] | None = None) -> int:
             if report != last_report:
                 say(f"  runs: {report}")
                 last_report = report
-            ids = {r["dag_run_id"] for r in runs}
+            ids = {(r["dag_id"], r["dag_run_id"]) for r in runs}
             if set(triggered) <= ids and all(r["state"] in TERMINAL for r in runs) and outage_over:
                 break
             if time.monotonic() > runs_deadline:
                 raise E2EError(f"runs not finished after {args.runs_timeout:.0f} s: {report}")
             time.sleep(3)
         phase("runs")
+        dep.snapshot_listening(procs.group_ids)
 
         say("Checks")
-        tis_by_run = {r["dag_run_id"]: api.task_instances(MAIN_DAG, r["dag_run_id"]) for r in runs}
+        tis_by_run = {
+            (r["dag_id"], r["dag_run_id"]): api.task_instances(r["dag_id"], r["dag_run_id"]) for r in runs
+        }
         summary["runs"] = [
             {
                 k: r.get(k)
                 for k in (
+                    "dag_id",
                     "dag_run_id",
                     "run_type",
                     "state",
@@ -866,17 +1026,17 @@ def main(argv: list[str] | None = None) -> int:
             for r in runs
         ]
         not_ok = {
-            rid: sorted(
+            f"{dag_id}/{rid}": sorted(
                 f"{t['task_id']}[{t['map_index']}]={t['state']}" for t in tis if t["state"] != "success"
             )
-            for rid, tis in tis_by_run.items()
+            for (dag_id, rid), tis in tis_by_run.items()
         }
         checks.add(
             "every run and task instance succeeded",
             set(triggered) <= set(tis_by_run)
             and all(r["state"] == "success" for r in runs)
             and not any(not_ok.values()),
-            f"{len(runs)} runs ({', '.join(sorted(r['run_type'] for r in runs))}), "
+            f"{len(runs)} runs ({', '.join(sorted(r['dag_id'].removeprefix('openbanking_') + ':' + r['run_type'] for r in runs))}), "
             f"{sum(map(len, tis_by_run.values()))} task instances"
             + (
                 f"; not successful: { {k: v for k, v in not_ok.items() if v} }"
@@ -884,9 +1044,10 @@ def main(argv: list[str] | None = None) -> int:
                 else ""
             ),
         )
-        windows = run_windows(runs, list(CONSENTS))
-        check_warehouse(checks, HOME / "warehouse.db", windows, banks, accounts)
-        check_triggerer(checks, deferred, tis_by_run)
+        windows = run_windows([r for r in runs if r["dag_id"] == MAIN_DAG], list(CONSENTS))
+        check_warehouse(checks, dep.warehouse_url, windows, banks, {c: accounts[c] for c in CONSENTS})
+        check_legacy_migrated(checks, dep.warehouse_url)
+        check_triggerer(checks, api, dep, deferred, tis_by_run)
         counters = {"bank": bank.counters(), "gateway": gateway.counters()}
         summary["sandbox_counters"] = counters
         invalid = {k: c.get("invalid_grant") for k, c in counters.items()}
@@ -901,17 +1062,24 @@ def main(argv: list[str] | None = None) -> int:
         stored = api.call("GET", "/variables", params={"limit": 100})
         keys = sorted(v["key"] for v in stored.get("variables", []))
         checks.add(
-            "rotated refresh tokens are kept in the token-store Variables",
+            "rotated refresh tokens are kept in the consent store (Variables)",
             all(f"openbanking_token__{c}" in keys for c in customers),
             f"Variables: {keys}",
         )
+        summary["landing"] = check_landing(checks, dep, list(customers))
+        per_worker = worker_task_logs(dep)
+        summary["shape_recorded"] = check_shape(checks, dep, per_worker, logs / "scheduler.log")
         phase("checks")
 
         if not args.no_browser:
             say("Headless Chromium: connection form and DAG run screenshots")
-            good = [r["dag_run_id"] for r in runs if r["dag_run_id"] in triggered and r["state"] == "success"]
+            from browser import check_form, screenshots
+
+            good = [rid for d, rid in triggered if d == MAIN_DAG and (d, rid) in tis_by_run]
             try:
-                ui = screenshots(base, password, (good or triggered)[-1], deferred, ARTIFACTS)
+                ui = screenshots(
+                    MAIN_DAG, dep.base, password, good[-1] if good else None, deferred, ARTIFACTS
+                )
                 summary["ui"] = ui
                 check_form(checks, ui["form"])
                 checks.add(
@@ -925,84 +1093,80 @@ def main(argv: list[str] | None = None) -> int:
                 checks.add("UI screenshots taken", False, f"{type(exc).__name__}: {str(exc)[:500]}")
             phase("browser")
 
+        if args.consents > 0:
+            from many_consents import run_many_consents
+
+            say(f"Sharded many-consent run: {args.consents} consents of one connection")
+            summary["many_consents"] = run_many_consents(
+                args.consents, dep, api, procs, checks, logs, dates[-1], bank_options
+            )
+            phase("many_consents")
+
+        say("Local disk and network")
+        check_no_local_writes(checks, dep, logs)
+        summary["listening"] = check_listening(checks, dep, procs)
+
         if args.hold:
-            say(f"Holding for {args.hold:.0f} s: UI {base} (admin; password in {password_file})")
+            say(f"Holding for {args.hold:.0f} s: UI {dep.base} (admin; password in {password_file})")
             time.sleep(args.hold)
-        status = 0 if checks.ok else 1
-    except (E2EError, E2ETimeout) as exc:
+    except (E2EError, E2EInterrupted) as exc:
+        error = str(exc)
         say(f"E2E FAILED: {exc}")
-        summary["error"] = str(exc)
     except Exception:
-        say(f"E2E FAILED with an unexpected error:\n{traceback.format_exc()}")
-        summary["error"] = traceback.format_exc()
+        error = traceback.format_exc()
+        say(f"E2E FAILED with an unexpected error:\n{error}")
     finally:
         signal.alarm(0)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # stopping is not interrupted
+            signal.signal(sig, signal.SIG_IGN)
         say("Stopping every service started here")
+        groups = procs.group_ids | dep.groups
         procs.stop_all()
         bank.stop()
         gateway.stop()
+        dep.stop_backends()
         leftovers = procs.sweep()
-        if leftovers:
-            say(f"  killed {len(leftovers)} leftover process(es): {leftovers}")
+        still = listening(run_pids(run_id, groups))
+        alive = [s.name for s in dep.services if s.proc.poll() is None] + [
+            n for n, p in procs.procs.items() if p.poll() is None
+        ]
         summary["leftover_processes"] = leftovers
+        checks.add(
+            "every service stopped",
+            not leftovers and not still and not alive,
+            f"{len(procs.procs)} Airflow processes and {len(dep.services)} back-ends stopped by process group"
+            + (f"; killed stragglers {leftovers}" if leftovers else "")
+            + (f"; still listening {still}" if still else "")
+            + (f"; still alive {alive}" if alive else ""),
+        )
         with contextlib.suppress(Exception):
             if (HOME / "logs").exists():
-                shutil.copytree(HOME / "logs", ARTIFACTS / "task-logs", dirs_exist_ok=True)
-        summary["seconds"] = round(time.monotonic() - _T0, 1)
+                shutil.copytree(HOME / "logs", ARTIFACTS / "task-logs" / "scheduler-host", dirs_exist_ok=True)
+            for name in WORKERS:
+                wlogs = dep.worker_dir(name) / "logs"
+                if wlogs.exists():
+                    shutil.copytree(wlogs, ARTIFACTS / "task-logs" / name, dirs_exist_ok=True)
+                if (dep.worker_dir(name) / "audit.jsonl").exists():
+                    shutil.copy(dep.worker_dir(name) / "audit.jsonl", logs / f"{name}-audit.jsonl")
+        shutil.rmtree(root, ignore_errors=True)
+        if error:
+            summary["error"] = error
+        status = 0 if checks.ok and not error else 1
+        summary["seconds"] = round(time.monotonic() - _started, 1)
         summary["ok"] = status == 0
         (ARTIFACTS / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    say(f"E2E {'PASSED' if status == 0 else 'FAILED'} in {time.monotonic() - _T0:.0f} s ({timings})")
+    seconds = time.monotonic() - _started
+    if status == 0:
+        say(f"E2E PASSED in {seconds:.0f} s ({timings})")
+    else:
+        failed = checks.failed + ([f"the run stopped early: {error.splitlines()[0][:300]}"] if error else [])
+        say(f"E2E FAILED in {seconds:.0f} s ({timings}); failed checks:")
+        for item in failed:
+            say(f"  - {item}")
     return status
 
 
-def check_triggerer(
-    checks: Checks, deferred: dict[str, Any], tis_by_run: dict[str, list[dict[str, Any]]]
-) -> None:
-    """A consent sensor went through ``deferred``, its trigger ran in the triggerer and fired
-    success, and the sensor then finished on a worker."""
-    name = "the deferrable token sensor ran in the triggerer"
-    if not deferred:
-        checks.add(name, False, "no sensor was seen deferred")
-        return
-    ti = next(
-        (
-            t
-            for t in tis_by_run.get(deferred["dag_run_id"], [])
-            if t["task_id"] == deferred["task_id"] and t["map_index"] == deferred["map_index"]
-        ),
-        None,
-    )
-    # The triggerer writes what a trigger logs next to the task's log: attempt=N.log.trigger.<id>.log
-    ti_dir = (
-        HOME
-        / "logs"
-        / f"dag_id={MAIN_DAG}"
-        / f"run_id={deferred['dag_run_id']}"
-        / f"task_id={deferred['task_id']}"
-        / f"map_index={deferred['map_index']}"
-    )
-    trigger_logs = sorted(ti_dir.glob("attempt=*.log.trigger.*.log")) if ti_dir.exists() else []
-    events = []
-    for path in trigger_logs:
-        for line in path.read_text(errors="replace").splitlines():
-            with contextlib.suppress(ValueError):
-                record = json.loads(line)
-                if record.get("event") == "Trigger fired event":
-                    events.append(str(record.get("result")))
-    task_log = "".join(
-        p.read_text(errors="replace") for p in sorted(ti_dir.glob("attempt=*.log")) if ti_dir.exists()
-    )
-    deferred_in_task_log = "deferring to the triggerer" in task_log
-    fired_success = any("'status': 'success'" in e for e in events)
-    checks.add(
-        name,
-        ti is not None and ti["state"] == "success" and fired_success and deferred_in_task_log,
-        f"{deferred['task_id']}[{deferred['map_index']}] of {deferred['dag_run_id']} was seen deferred "
-        f"(task log says so: {deferred_in_task_log}), its trigger log "
-        f"{[p.name for p in trigger_logs]} shows {events[:1] or 'no event'}, then the task "
-        f"{ti['state'] if ti else 'is missing'}",
-    )
-
+_started = time.monotonic()
 
 if __name__ == "__main__":
     sys.exit(main())
