@@ -148,12 +148,9 @@ def run_many_consents(
             },
             logs,
         )
-        # Known bug (reported): outside a task the SQL consent store finds its connection in the
-        # metadata DB, but the PostgresHook it builds from it looks the connection up again through
-        # the Task SDK, which outside a task reads only AIRFLOW_CONN_*. Until that is fixed, the two
-        # admin-side commands (the import and the store probe) also get the store's connection from
-        # the environment; the tasks use the one `airflow connections add` made.
-        cli_env = {**env, f"AIRFLOW_CONN_{STORE_CONN.upper()}": store_url}
+        # The admin-side commands find the store's connection where `airflow connections add` put it
+        # (the metadata DB), as users run them: no AIRFLOW_CONN_* for it.
+        cli_env = dict(env)
         started = time.monotonic()
         with open(logs / "consents-import.log", "wb") as sink:
             code = subprocess.run(

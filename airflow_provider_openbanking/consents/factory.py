@@ -33,11 +33,12 @@ def build_store(
 
         return SqlConsentStore(sql_conn_id, fernet_conn_id=fernet_conn_id)
     if "." in kind:
-        from airflow.utils.module_loading import import_string
+        import importlib
 
+        module_name, _, class_name = kind.rpartition(".")
         try:
-            cls: Any = import_string(kind)
-        except ImportError as exc:
+            cls: Any = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError) as exc:
             raise ConsentStoreError(f"consent_store {kind!r} cannot be imported: {exc}") from None
         store = cls()
         if not isinstance(store, ConsentStore):

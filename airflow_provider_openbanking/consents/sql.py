@@ -15,8 +15,10 @@ Tested on SQLite and PostgreSQL; any database SQLAlchemy speaks to through a ``D
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from sqlalchemy import (
@@ -99,14 +101,38 @@ def engine_for(conn_id: str) -> Engine:
     with _ENGINES_LOCK:
         engine = _ENGINES.get(key)
         if engine is None:
-            hook = conn.get_hook()
-            if not hasattr(hook, "get_sqlalchemy_engine"):
-                raise ConsentStoreError(
-                    f"consent_store_conn_id {conn_id!r} is not a SQL connection (its hook "
-                    f"{type(hook).__name__} has no get_sqlalchemy_engine)"
-                )
-            engine = _ENGINES[key] = hook.get_sqlalchemy_engine()
+            with _visible_to_sql_hook(conn_id, conn):
+                hook = conn.get_hook()
+                if not hasattr(hook, "get_sqlalchemy_engine"):
+                    raise ConsentStoreError(
+                        f"consent_store_conn_id {conn_id!r} is not a SQL connection (its hook "
+                        f"{type(hook).__name__} has no get_sqlalchemy_engine)"
+                    )
+                engine = _ENGINES[key] = hook.get_sqlalchemy_engine()
         return engine
+
+
+@contextlib.contextmanager
+def _visible_to_sql_hook(conn_id: str, conn: Any) -> Iterator[None]:
+    """Let the SQL hook find the connection we already resolved.
+
+    A ``DbApiHook`` looks its connection up again by id through the Task SDK, which outside a task
+    sees only ``AIRFLOW_CONN_*``: a store connection made with ``airflow connections add`` (the
+    metadata DB) would be "not defined" to the CLI. So, outside a task only and only while the
+    engine is built, the resolved connection is offered to that lookup in this process's own
+    environment (never written anywhere, removed at once); an ``AIRFLOW_CONN_*`` already set wins.
+    """
+    from airflow_provider_openbanking.consents.variable import in_task_context
+
+    name = f"AIRFLOW_CONN_{conn_id.upper()}"
+    if in_task_context() or name in os.environ:
+        yield
+        return
+    os.environ[name] = conn.as_json() if hasattr(conn, "as_json") else conn.get_uri()
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
 
 
 class SqlConsentStore(ConsentStore):

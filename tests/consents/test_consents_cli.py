@@ -153,3 +153,40 @@ def test_import_needs_a_known_connection_and_a_readable_file(tmp_path: Path) -> 
     ok.write_text(json.dumps({"consent_id": "a", "refresh_token": "rt-0123456789abcdef"}) + "\n")
     rc, _, err = run_cli("consents", "import", "--conn-id", "nope_missing", str(ok))
     assert rc == 1 and "connection 'nope_missing' is not defined" in err
+
+
+def test_import_into_a_sql_store_whose_connection_is_in_the_metadata_db(
+    sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both connections made with ``airflow connections add``: the SQL hook must find the store's."""
+    from airflow.configuration import conf
+    from cryptography.fernet import Fernet
+
+    if not conf.get("core", "fernet_key", fallback=""):  # the SQL store always encrypts
+        monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
+    suffix = uuid.uuid4().hex[:8]
+    store_id, conn_id = f"ob_store_{suffix}", f"ob_sqlclient_{suffix}"
+    database = tmp_path / "consents.db"
+    done = airflow("connections", "add", store_id, "--conn-type", "sqlite", "--conn-host", str(database))
+    assert done.returncode == 0, done.stderr
+    extra = {"redirect_uri": "http://127.0.0.1:0/callback", "consent_store_conn_id": store_id}
+    done = airflow(
+        "connections", "add", conn_id,
+        "--conn-type", "openbanking", "--conn-host", sandbox.url,
+        "--conn-login", "demo-client", "--conn-password", "demo-secret",
+        "--conn-extra", json.dumps(extra),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"AIRFLOW_CONN_{store_id.upper()}" not in os.environ
+    token = sandbox.grant_consent("cust-0002")
+    (tmp_path / "one.jsonl").write_text(json.dumps({"consent_id": "dora", "refresh_token": token}) + "\n")
+    try:
+        rc, out, err = run_cli("consents", "import", "--conn-id", conn_id, str(tmp_path / "one.jsonl"))
+        assert rc == 0 and "Imported 1 consent(s)" in out, out + err
+        assert f"AIRFLOW_CONN_{store_id.upper()}" not in os.environ  # offered to the hook only meanwhile
+        rc, out, err = run_cli("consents", "list", "--conn-id", conn_id, "--json")
+        assert rc == 0 and [c["consent_id"] for c in json.loads(out)] == ["dora"], err
+        assert token.encode() not in database.read_bytes()  # encrypted at rest
+    finally:
+        airflow("connections", "delete", conn_id)
+        airflow("connections", "delete", store_id)
