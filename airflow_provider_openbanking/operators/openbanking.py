@@ -83,7 +83,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
 
-# The hook (and requests, tenacity) is imported at execute time, not when a DAG file is parsed.
+# The hook (and requests) is imported at execute time, not when a DAG file is parsed.
 DEFAULT_CONN_ID = "openbanking_default"
 DEFAULT_LOOKBACK = dt.timedelta(days=14)
 DEFAULT_MAX_WORKERS = 4
