@@ -152,7 +152,8 @@ def test_import_needs_a_known_connection_and_a_readable_file(tmp_path: Path) -> 
     ok = tmp_path / "ok.jsonl"
     ok.write_text(json.dumps({"consent_id": "a", "refresh_token": "rt-0123456789abcdef"}) + "\n")
     rc, _, err = run_cli("consents", "import", "--conn-id", "nope_missing", str(ok))
-    assert rc == 1 and "connection 'nope_missing' is not defined" in err
+    assert rc == 1 and "connection 'nope_missing' is not defined" in err.lower()
+    assert "airflow connections add nope_missing" in err
 
 
 def test_import_into_a_sql_store_whose_connection_is_in_the_metadata_db(

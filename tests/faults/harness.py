@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from airflow_provider_openbanking.hooks.openbanking import clear_token_cache
-from airflow_provider_openbanking.landing import encode_record, file_format_of, iter_records
+from airflow_provider_openbanking.landing import FORMAT_SUFFIXES, encode_record, file_format_of, iter_records
 from airflow_provider_openbanking.sandbox.testing import SandboxServer
 from tests.dags.test_example_dags_e2e import DAG_ID, states, succeeded
 from tests.fixtures_openbanking import forget_stored_token
@@ -85,10 +85,12 @@ class Outcome:
             if key[0] == "shard.land_transactions"
         }
         for path in self.files:
-            if not path.startswith("transactions/") or not path.endswith(".jsonl"):
+            fmt = file_format_of(path)
+            if not path.startswith("transactions/") or fmt is None:
                 continue
             parts = dict(p.split("=", 1) for p in path.split("/") if "=" in p)
-            label = f"{unquote(parts['conn_id'])} {unquote(parts['account_id'].removesuffix('.jsonl'))}"
+            account = parts["account_id"].removesuffix(FORMAT_SUFFIXES[fmt])
+            label = f"{unquote(parts['conn_id'])} {unquote(account)}"
             out[label] = "success"
         # A shard task that succeeded names its accounts exactly (a long id is shortened in paths).
         exact: dict[str, str] = {}
