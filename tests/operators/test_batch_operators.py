@@ -100,7 +100,7 @@ def scene(sandbox: Any, make_conn: Any, tmp_path: Path) -> dict[str, Any]:
 def landed_ids(dest: Path, conn_id: str, consent_id: str, account_id: str) -> list[str] | None:
     files = list(
         dest.glob(
-            f"transactions/conn_id={conn_id}/consent_id={consent_id}/interval=*/account_id={account_id}.jsonl"
+            f"transactions/conn_id={conn_id}/consent_id={consent_id}/interval=*/account_id={account_id}.jsonl.gz"
         )
     )
     if not files:
