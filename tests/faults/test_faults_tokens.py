@@ -51,7 +51,9 @@ def test_two_second_access_tokens_expiring_mid_pagination(
     counters = fsb.counters()
     assert expired[0] >= 3
     assert counters["status"].get("401", 0) >= 1, "some pages met a dead token and were replayed"
-    assert counters["token_grants"]["refresh_token"] > 2 * len(conns)
+    # One grant per consent to start, then at least one more after a dead token was replayed (the
+    # consent store shares access tokens between tasks, so how many more depends on timing).
+    assert counters["token_grants"]["refresh_token"] > len(conns)
     assert counters["invalid_grant"] == 0
     log = log_text(capfd, caplog)
     assert "access token refused (HTTP 401); refreshed it and replaying" in log
