@@ -654,14 +654,17 @@ def check_landing(checks: Checks, dep: Deployment, conn_ids: list[str]) -> dict[
     keys: list[str] = []
     for page in dep.s3().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="landing/"):
         keys += [obj["Key"] for obj in page.get("Contents", [])]
-    jsonl = [k for k in keys if k.endswith(".jsonl")]
+    from airflow_provider_openbanking.landing import file_format_of
+
+    # Records files in any landing format (jsonl.gz by default); batch bookkeeping left out.
+    jsonl = [k for k in keys if file_format_of(k) and not k.startswith("landing/_manifests/")]
     partial = [k for k in keys if k.endswith(".partial")]
     datasets = sorted({k.split("/")[1] for k in jsonl})
     missing = [c for c in conn_ids if not any(f"/conn_id={c}/" in k for k in jsonl)]
     checks.add(
         "landed files are on the S3 endpoint",
         bool(jsonl) and not partial and not missing,
-        f"{len(jsonl)} .jsonl objects under {LANDING} (datasets {datasets}), {len(partial)} .partial left"
+        f"{len(jsonl)} records files under {LANDING} (datasets {datasets}), {len(partial)} .partial left"
         + (f"; no files for {missing}" if missing else ""),
     )
     return {"jsonl": len(jsonl), "partial": len(partial)}

@@ -122,7 +122,8 @@ def test_main_dag_writes_nothing_to_local_disk(sandbox: Any, tmp_path: Path) -> 
     result = json.loads(report.read_text())
 
     assert result["state"] == "success", result["task_states"]
-    assert result["trigger_runs"] >= 1, "the consent sensor should have deferred and its trigger run"
+    # The sharded DAG has no consent sensor any more (the consent check runs inside each shard), so
+    # nothing defers here; the deferred sensor's triggerer process is audited by the e2e.
     assert result["landed_in_memory"] > 0, "the landing destination should hold the landed files"
     assert result["warehouse_rows"] > 0
     counters = sandbox.counters()

@@ -41,7 +41,8 @@ def test_two_second_access_tokens_expiring_mid_pagination(
     fsb.configure(access_token_ttl=2, latency_ms=30)
     conns = [consent(c) for c in CONNS]
 
-    with periodically(lambda: fsb.expire_access_tokens(older_than=0.5), every=0.7) as expired:
+    # Tokens older than 1 s die every 1.2 s: mid-pagination, but never before a fresh token's replay.
+    with periodically(lambda: fsb.expire_access_tokens(older_than=1.0), every=1.2) as expired:
         outcome = run_main(main_dag, env, conns)
 
     assert outcome.ok, outcome.states
