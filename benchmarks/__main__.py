@@ -18,7 +18,18 @@ from pathlib import Path
 
 from benchmarks.common import BENCH_DIR, RUNS_DIR, Figure, Section, Sizes, say
 
-MODULES = ("throughput", "latency", "memory", "tokens", "parse", "hotpath", "consents", "scale", "formats")
+MODULES = (
+    "throughput",
+    "latency",
+    "memory",
+    "tokens",
+    "parse",
+    "hotpath",
+    "consents",
+    "scale",
+    "formats",
+    "moonshot",
+)
 
 #: Why a target is not met, shown under the table only for the figures that miss theirs.
 WHY_NOT_MET = {
@@ -166,6 +177,41 @@ def sizes_text(sizes: Sizes, quick: bool) -> str:
     )
 
 
+def merge(old: str, sections: list[Section], now: str, only: list[str], quick: bool) -> str:
+    """``old`` results with the rows and ``## `` sections of ``sections`` put in (replaced or added).
+
+    A row belongs to a section by its name's first word (``moonshot:``, ``scale:``, ``1.``...)."""
+    lines = old.rstrip("\n").split("\n")
+    prefixes = {f.name.split()[0] for s in sections for f in s.figures}
+    titles = {f"## {s.title}" for s in sections}
+    rows = table([f for s in sections for f in s.figures]).split("\n")[2:]
+    out: list[str] = []
+    in_table = skipping = False
+    for line in lines:
+        if line.startswith("## "):
+            skipping = line in titles
+        if skipping:
+            continue
+        if line.startswith("| benchmark | figure |"):
+            in_table = True
+        elif in_table and not line.startswith("|"):
+            out += rows
+            in_table = False
+        if in_table and line.startswith("| ") and line[2:].split(" ", 1)[0] in prefixes:
+            continue
+        out.append(line)
+    note = (
+        f"Sections {', '.join(repr(s.title) for s in sections)} updated on {now} by "
+        f"`python -m benchmarks --only {','.join(only)}`{' --quick' if quick else ''}; "
+        "the other figures are from the run above."
+    )
+    at = next((i for i, line in enumerate(out) if line.startswith("## Optimisations")), len(out))
+    body: list[str] = []
+    for s in sections:
+        body += [f"## {s.title}", "", note, "", s.details.rstrip(), ""]
+    return "\n".join(out[:at] + body + out[at:]) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for debugging the harness")
@@ -210,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *why_not_met(figures),
         "How to run: `make bench` (= `python -m benchmarks`), or `python -m benchmarks --quick` (small "
-        "sizes, to check the harness) / `--only throughput,latency,memory,tokens,parse,hotpath,consents,scale,formats`. Task "
+        "sizes, to check the harness) / `--only throughput,latency,memory,tokens,parse,hotpath,consents,scale,formats,moonshot` "
+        "(`make bench-moonshot` = `--only moonshot`: Airflow's real services, about 20 minutes). Task "
         "logs of every child process are in `benchmarks/.runs/logs/`.",
         "",
         "## Machine",
@@ -224,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     parts += ["", "## Optimisations", "", OPTIMISATIONS.rstrip()]
     text = "\n".join(parts) + "\n"
     out = Path(args.output)
+    if set(only) != set(MODULES) and out.exists():
+        # A subset (`--only`): its rows and sections replace theirs in the existing results; the
+        # other benchmarks' figures stay as they were last measured.
+        text = merge(out.read_text(), sections, now, only, args.quick)
     out.write_text(text)
     print()
     print(table(figures))
