@@ -12,6 +12,9 @@ process too (``SandboxServer``), on 127.0.0.1 only.
 
 Modules: :mod:`.throughput`, :mod:`.latency`, :mod:`.memory`, :mod:`.tokens`, :mod:`.parse` (the
 five figures of the issue), :mod:`.hotpath` (where the time goes: per-stage costs of one
-page and a cProfile of the operator's code path) and :mod:`.formats` (bytes and CPU per
-transaction of each landing format, issue 18).
+page and a cProfile of the operator's code path), :mod:`.formats` (bytes and CPU per
+transaction of each landing format, issue 18), :mod:`.consents` and :mod:`.scale` (consent stores
+and one shard task, issue 14) and :mod:`.moonshot` (issue 14: the sharded DAG under Airflow's real
+services -- scheduler, LocalExecutor, PostgreSQL -- at thousands of consents, against the 0.x
+per-consent DAG kept in ``benchmarks/dags/``; ``make bench-moonshot`` runs it alone).
 """
