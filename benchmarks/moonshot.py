@@ -72,7 +72,7 @@ TRANSACTIONS = 200  # per account over the sandbox's 90 days: ~33 in a 15-day qu
 PAGE = 100
 LATENCY_MS = 20
 RATE = 100.0  # the sandbox's per-client limit, requests per second
-BURST = 10
+BURST = 0  # the sandbox's default: a bucket of one second's worth (RATE requests)
 POOL_SLOTS = 4
 PARALLELISM = POOL_SLOTS + 1  # + a load task
 CLIENT_RATE = round(0.9 * RATE / POOL_SLOTS, 2)
@@ -329,22 +329,15 @@ def client_extra(**more: Any) -> dict[str, Any]:
 
 def onboard_client(dep: Deployment, bank: Any, conn_id: str, consents: list[dict[str, Any]]) -> None:
     """One client, N consents in the SQL store: connections add, then consents import."""
-    dep.airflow(
-        "connections",
-        "add",
-        conn_id,
-        "--conn-type",
-        "openbanking",
-        "--conn-host",
-        bank.url,
-        "--conn-login",
-        "demo-client",
-        "--conn-password",
-        "demo-secret",
-        "--conn-extra",
-        json.dumps(client_extra(consent_store_conn_id=STORE_CONN)),
-        log=f"connections-add-{conn_id}",
-    )
+    fields = {
+        "type": "openbanking",
+        "host": bank.url,
+        "login": "demo-client",
+        "password": "demo-secret",
+        "extra": json.dumps(client_extra(consent_store_conn_id=STORE_CONN)),
+    }
+    flags = [arg for name, value in fields.items() for arg in (f"--conn-{name}", value)]
+    dep.airflow("connections", "add", conn_id, *flags, log=f"connections-add-{conn_id}")
     lines = "".join(
         json.dumps({"consent_id": c["consent_id"], "refresh_token": c["refresh_token"]}) + "\n"
         for c in consents
@@ -704,7 +697,7 @@ def section(
             f"A daily run (one logical date each) of `{SHARDED_DAG}` under `airflow scheduler` (LocalExecutor, "
             f"parallelism {PARALLELISM}) + `airflow dag-processor` + `airflow api-server`, PostgreSQL metadata DB, "
             "warehouse and SQL consent store, landing on `file://`; one sandbox per run at "
-            f"{LATENCY_MS} ms latency with a per-client limit of {RATE:g} req/s (burst {BURST}), "
+            f"{LATENCY_MS} ms latency with a per-client limit of {RATE:g} req/s (a token bucket of one second's worth), "
             f"{ACCOUNTS} accounts per consent, {TRANSACTIONS} transactions per account over 90 days (page "
             f"{PAGE}); pool `openbanking_api` of {POOL_SLOTS} slots, `max_requests_per_second` {CLIENT_RATE:g} "
             f"per task process (0.9 x {RATE:g} / {POOL_SLOTS}), {SHARDS} shards. Baseline: the per-consent DAG of "
