@@ -673,10 +673,20 @@ def section(
         rows.append(f"| {name} | " + " | ".join(str(fmt(m)) for m in shown) + " |")
 
     row("DAG", lambda m: f"`{m.dag_id}`")
-    row("run state; consents with rows in the warehouse", lambda m: f"{m.state}; {m.landed_consents:,}")
+
+    def done(m: Measured) -> bool:
+        return m.state in ("success", "failed")
+
+    row(
+        "run state; consents with rows in the warehouse",
+        lambda m: f"{m.state}; {m.landed_consents:,}" if done(m) else f"{m.state} (stopped); not counted",
+    )
     row("onboarding (connections + consents import)", lambda m: f"{m.onboarding_s:.0f} s")
     row("wall time (run start to end); requests / rate", lambda m: f"{m.wall_s:.1f} s; {m.ideal_s:.1f} s")
-    row("API requests; floor", lambda m: f"{m.requests:,}; {m.floor:,}")
+    row(
+        "API requests; floor",
+        lambda m: f"{m.requests:,}; {m.floor:,}" if done(m) else f"{m.requests:,}; not computed",
+    )
     row("requests by endpoint", lambda m: ", ".join(f"{k} {v:,}" for k, v in sorted(m.by_endpoint.items())))
     row("refresh grants; other grants", lambda m: f"{m.refresh_grants:,}; {m.other_grants or 0}")
     row("429 received", lambda m: m.limited)
@@ -716,7 +726,15 @@ def section(
             f"{large.consents:,} ({large.requests / large.consents:.2f}) x {plan.largest:,} / {RATE:g} req/s = "
             f"{proj_ideal / 60:.1f} min; wall time on the line through the two measured sizes "
             f"({fixed:.0f} s fixed + {slope * 1000:.1f} s per 1,000 consents) = {proj_wall / 60:.1f} min; task "
-            f"instances as measured ({large.task_instances}, with the same {SHARDS} shards).",
+            f"instances as measured ({large.task_instances}, with the same {SHARDS} shards)."
+            + (
+                f" When the {largest.consents:,}-consent run was stopped at {largest.wall_s / 60:.1f} min it had "
+                f"sent {largest.requests:,} requests ({largest.requests / largest.consents:.2f} per consent, "
+                f"{largest.limited} x 429) and {largest.load_tasks} of its {SHARDS} load tasks had finished: "
+                "what did not fit is the serial tail of load tasks."
+                if largest is not None and not fits
+                else ""
+            ),
         ]
     )
     return Section("The moonshot, measured (issue 14)", figures, details)
