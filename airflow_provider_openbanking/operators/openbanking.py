@@ -76,6 +76,13 @@ from airflow_provider_openbanking.landing import (
     require_pyarrow,
     resolve_file_format,
 )
+from airflow_provider_openbanking.operators._batch_args import (
+    ACCOUNT_IDS_DOC,
+    ACCOUNTS_FROM_LANDING_DOC,
+    CONSENTS_DOC,
+    operator_doc,
+    shared_arguments,
+)
 from airflow_provider_openbanking.pagination import PageStats
 
 if TYPE_CHECKING:
@@ -382,13 +389,7 @@ class OpenBankingProvidersOperator(_OpenBankingBaseOperator):
         end_time: DateArg = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            openbanking_conn_id=openbanking_conn_id,
-            destination=destination,
-            start_time=start_time,
-            end_time=end_time,
-            **kwargs,
-        )
+        super().__init__(**shared_arguments(locals()), **kwargs)
 
     def execute(self, context: Context) -> dict[str, Any]:
         start, end = self.resolve_interval(context)
@@ -847,21 +848,6 @@ class _PerAccountOperator(_AccountsArgOperator):
 # The operators
 # ---------------------------------------------------------------------------------------------
 
-_COMMON_DOC = """
-    :param openbanking_conn_id: the ``openbanking`` connection (the API client). (templated)
-    :param consent_ids: consents of the connection to cover; default its ``default`` consent. (templated)
-    :param shard_index: cover shard ``shard_index`` of ``shard_count`` of the connection's consents
-        (stable hash of the consent id) instead of ``consent_ids``. (templated)
-    :param shard_count: the number of shards. (templated)
-    :param destination: ``ObjectStoragePath`` or URL files land under; default
-        ``[openbanking] landing_destination``. (templated)
-    :param start_time: start of the data interval; default the run's. (templated)
-    :param end_time: end of the data interval (exclusive); default the run's. (templated)
-    :param max_workers: threads across consents x accounts in this task.
-    :param include_full_account_number: land full account numbers instead of masking them.
-    :param resume: on a retry of the same run, keep what an earlier try landed (batches only).
-"""
-
 
 class OpenBankingAccountsOperator(_AccountsArgOperator):
     """Land each consent's accounts (``/accounts``, or ``/accounts/{id}`` per account).
@@ -876,7 +862,7 @@ class OpenBankingAccountsOperator(_AccountsArgOperator):
     ``accounts/conn_id=…/consent_id=…/interval=…/accounts.jsonl``.
     """
 
-    __doc__ = (__doc__ or "") + _COMMON_DOC
+    __doc__ = operator_doc(__doc__, CONSENTS_DOC)
     dataset = "accounts"
     template_fields: Sequence[str] = (*_AccountsArgOperator.template_fields, "result_type")
 
@@ -897,20 +883,7 @@ class OpenBankingAccountsOperator(_AccountsArgOperator):
         resume: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            openbanking_conn_id=openbanking_conn_id,
-            account_ids=account_ids,
-            consent_ids=consent_ids,
-            shard_index=shard_index,
-            shard_count=shard_count,
-            destination=destination,
-            start_time=start_time,
-            end_time=end_time,
-            max_workers=max_workers,
-            include_full_account_number=include_full_account_number,
-            resume=resume,
-            **kwargs,
-        )
+        super().__init__(**shared_arguments(locals()), **kwargs)
         if _literal(result_type) and result_type not in ("lightweight", "details"):
             raise ValueError(f"result_type must be 'lightweight' or 'details', got {result_type!r}")
         self.result_type = result_type
@@ -960,12 +933,9 @@ class OpenBankingTransactionsOperator(_PerAccountOperator):
     ``transactions/conn_id=…/consent_id=…/interval=…/account_id=….jsonl``.
 
     :param lookback: how far before ``start_time`` to query (``timedelta`` or days; default 14 days).
-    :param account_ids: accounts to fetch for every consent; default all of each consent. (templated)
-    :param accounts_from_landing: read each consent's account ids from the accounts file landed
-        for the same interval (no ``/accounts`` request); fall back to the API without one.
     """
 
-    __doc__ = (__doc__ or "") + _COMMON_DOC
+    __doc__ = operator_doc(__doc__, ACCOUNT_IDS_DOC, ACCOUNTS_FROM_LANDING_DOC, CONSENTS_DOC)
     dataset = "transactions"
 
     def __init__(
@@ -986,21 +956,7 @@ class OpenBankingTransactionsOperator(_PerAccountOperator):
         resume: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            openbanking_conn_id=openbanking_conn_id,
-            account_ids=account_ids,
-            accounts_from_landing=accounts_from_landing,
-            consent_ids=consent_ids,
-            shard_index=shard_index,
-            shard_count=shard_count,
-            destination=destination,
-            start_time=start_time,
-            end_time=end_time,
-            max_workers=max_workers,
-            include_full_account_number=include_full_account_number,
-            resume=resume,
-            **kwargs,
-        )
+        super().__init__(**shared_arguments(locals()), **kwargs)
         self.lookback = lookback if isinstance(lookback, dt.timedelta) else dt.timedelta(days=lookback)
         if self.lookback < dt.timedelta(0):
             raise ValueError(f"lookback must not be negative, got {lookback!r}")
@@ -1036,11 +992,9 @@ class OpenBankingStatementsOperator(_PerAccountOperator):
 
     :param download: also download each statement's file.
     :param accept: the file type asked for (``application/pdf`` by default, or ``image/*``).
-    :param account_ids: accounts to cover for every consent; default all of each consent. (templated)
-    :param accounts_from_landing: read each consent's account ids from the landed accounts file.
     """
 
-    __doc__ = (__doc__ or "") + _COMMON_DOC
+    __doc__ = operator_doc(__doc__, ACCOUNT_IDS_DOC, ACCOUNTS_FROM_LANDING_DOC, CONSENTS_DOC)
     dataset = "statements"
 
     def __init__(
@@ -1062,21 +1016,7 @@ class OpenBankingStatementsOperator(_PerAccountOperator):
         resume: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            openbanking_conn_id=openbanking_conn_id,
-            account_ids=account_ids,
-            accounts_from_landing=accounts_from_landing,
-            consent_ids=consent_ids,
-            shard_index=shard_index,
-            shard_count=shard_count,
-            destination=destination,
-            start_time=start_time,
-            end_time=end_time,
-            max_workers=max_workers,
-            include_full_account_number=include_full_account_number,
-            resume=resume,
-            **kwargs,
-        )
+        super().__init__(**shared_arguments(locals()), **kwargs)
         self.download = download
         self.accept = accept
 
@@ -1131,12 +1071,9 @@ class OpenBankingAccountContactOperator(_PerAccountOperator):
     """Land each account's holders, emails, addresses and telephones (``/accounts/{accountId}/contact``).
 
     One file per account holding one record, tagged with ``accountId``.
-
-    :param account_ids: accounts to cover for every consent; default all of each consent. (templated)
-    :param accounts_from_landing: read each consent's account ids from the landed accounts file.
     """
 
-    __doc__ = (__doc__ or "") + _COMMON_DOC
+    __doc__ = operator_doc(__doc__, ACCOUNT_IDS_DOC, ACCOUNTS_FROM_LANDING_DOC, CONSENTS_DOC)
     dataset = "contacts"
 
     def __init__(
@@ -1156,21 +1093,7 @@ class OpenBankingAccountContactOperator(_PerAccountOperator):
         resume: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            openbanking_conn_id=openbanking_conn_id,
-            account_ids=account_ids,
-            accounts_from_landing=accounts_from_landing,
-            consent_ids=consent_ids,
-            shard_index=shard_index,
-            shard_count=shard_count,
-            destination=destination,
-            start_time=start_time,
-            end_time=end_time,
-            max_workers=max_workers,
-            include_full_account_number=include_full_account_number,
-            resume=resume,
-            **kwargs,
-        )
+        super().__init__(**shared_arguments(locals()), **kwargs)
 
     def land_account(self, task: ConsentTask, account_id: str) -> None:
         hook = task.hook
@@ -1190,12 +1113,9 @@ class OpenBankingPaymentNetworksOperator(_PerAccountOperator):
     Records are tagged with ``accountId``. Their ``identifier`` is the full account number, so it is
     masked like ``accountNumber`` unless ``include_full_account_number=True``. Accounts without
     payment networks (704) are skipped and reported.
-
-    :param account_ids: accounts to cover for every consent; default all of each consent. (templated)
-    :param accounts_from_landing: read each consent's account ids from the landed accounts file.
     """
 
-    __doc__ = (__doc__ or "") + _COMMON_DOC
+    __doc__ = operator_doc(__doc__, ACCOUNT_IDS_DOC, ACCOUNTS_FROM_LANDING_DOC, CONSENTS_DOC)
     dataset = "payment_networks"
 
     def __init__(
@@ -1215,21 +1135,7 @@ class OpenBankingPaymentNetworksOperator(_PerAccountOperator):
         resume: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            openbanking_conn_id=openbanking_conn_id,
-            account_ids=account_ids,
-            accounts_from_landing=accounts_from_landing,
-            consent_ids=consent_ids,
-            shard_index=shard_index,
-            shard_count=shard_count,
-            destination=destination,
-            start_time=start_time,
-            end_time=end_time,
-            max_workers=max_workers,
-            include_full_account_number=include_full_account_number,
-            resume=resume,
-            **kwargs,
-        )
+        super().__init__(**shared_arguments(locals()), **kwargs)
 
     def prepare(self, record: Mapping[str, Any], account_id: str | None = None) -> Mapping[str, Any]:
         tagged = {"accountId": account_id, **record} if account_id is not None else dict(record)
@@ -1256,7 +1162,7 @@ class OpenBankingCustomerOperator(_ConsentBatchOperator):
     """Land the customer who gave each consent (``/customers/current``): one file, one record, per
     consent."""
 
-    __doc__ = (__doc__ or "") + _COMMON_DOC
+    __doc__ = operator_doc(__doc__, CONSENTS_DOC)
     dataset = "customer"
 
     def __init__(
@@ -1274,19 +1180,7 @@ class OpenBankingCustomerOperator(_ConsentBatchOperator):
         resume: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            openbanking_conn_id=openbanking_conn_id,
-            consent_ids=consent_ids,
-            shard_index=shard_index,
-            shard_count=shard_count,
-            destination=destination,
-            start_time=start_time,
-            end_time=end_time,
-            max_workers=max_workers,
-            include_full_account_number=include_full_account_number,
-            resume=resume,
-            **kwargs,
-        )
+        super().__init__(**shared_arguments(locals()), **kwargs)
 
     def land_unit(self, task: ConsentTask, unit: str | None) -> None:
         task.outcome.add(
@@ -1299,11 +1193,9 @@ class OpenBankingHoldingsOperator(_AccountsArgOperator):
 
     One file per consent for all its accounts, each holding tagged with its ``accountId``:
     ``holdings/conn_id=…/consent_id=…/interval=…/holdings.jsonl``.
-
-    :param account_ids: accounts to cover for every consent; default all of each consent. (templated)
     """
 
-    __doc__ = (__doc__ or "") + _COMMON_DOC
+    __doc__ = operator_doc(__doc__, ACCOUNT_IDS_DOC, CONSENTS_DOC)
     dataset = "holdings"
 
     def __init__(
@@ -1322,20 +1214,7 @@ class OpenBankingHoldingsOperator(_AccountsArgOperator):
         resume: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            openbanking_conn_id=openbanking_conn_id,
-            account_ids=account_ids,
-            consent_ids=consent_ids,
-            shard_index=shard_index,
-            shard_count=shard_count,
-            destination=destination,
-            start_time=start_time,
-            end_time=end_time,
-            max_workers=max_workers,
-            include_full_account_number=include_full_account_number,
-            resume=resume,
-            **kwargs,
-        )
+        super().__init__(**shared_arguments(locals()), **kwargs)
 
     def land_unit(self, task: ConsentTask, unit: str | None) -> None:
         selected = self.selected_account_ids()
