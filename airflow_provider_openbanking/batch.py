@@ -84,8 +84,13 @@ def shard_count_for(consents: int, consents_per_shard: int) -> int:
     return max(1, math.ceil(consents / consents_per_shard))
 
 
-def parse_consent_ids(value: Any) -> list[str] | None:
-    """A list of consent ids from a list, a JSON list or a comma-separated string (None = unset)."""
+def parse_id_list(value: Any, *, field: str = "consent_ids", item: str = "consent id") -> list[str] | None:
+    """A list of ids from a list, a JSON list or a comma-separated string, stripped and without
+    repeats (first occurrence kept); None when unset (None or ``""``).
+
+    What a templated ``consent_ids`` argument, a ``conn_ids`` DAG param or a Variable may hold.
+    Errors name ``field`` (the argument or param) and ``item`` (what one entry is).
+    """
     if value is None or value == "":
         return None
     if isinstance(value, str):
@@ -94,17 +99,22 @@ def parse_consent_ids(value: Any) -> list[str] | None:
             try:
                 value = json.loads(text)
             except ValueError:
-                raise ValueError(f"consent_ids is not a JSON list: {text[:80]!r}") from None
+                raise ValueError(f"{field} is not a JSON list: {text[:80]!r}") from None
         else:
             value = text.split(",")
     if not isinstance(value, (list, tuple)):
-        raise ValueError(f"consent_ids must be a list of strings, got {type(value).__name__}")
+        raise ValueError(f"{field} must be a list of strings, got {type(value).__name__}")
     ids: list[str] = []
-    for item in value:
-        if not isinstance(item, str) or not item.strip():
-            raise ValueError(f"a consent id must be a non-empty string, got {item!r}")
-        ids.append(item.strip())
+    for entry in value:
+        if not isinstance(entry, str) or not entry.strip():
+            raise ValueError(f"a {item} must be a non-empty string, got {entry!r}")
+        ids.append(entry.strip())
     return list(dict.fromkeys(ids))
+
+
+def parse_consent_ids(value: Any) -> list[str] | None:
+    """``consent_ids`` as a list (see :func:`parse_id_list`); None when unset."""
+    return parse_id_list(value, field="consent_ids", item="consent id")
 
 
 def check_shard(shard_index: Any, shard_count: Any) -> tuple[int, int] | None:
@@ -585,6 +595,7 @@ __all__ = [
     "is_permanent",
     "max_map_length",
     "parse_consent_ids",
+    "parse_id_list",
     "reason_code",
     "select_consents",
     "shard_count_for",

@@ -7,7 +7,6 @@ inside tasks only.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -15,7 +14,7 @@ from typing import Any
 
 from airflow.sdk import Asset
 
-from airflow_provider_openbanking.batch import DEFAULT_CONSENT_ID
+from airflow_provider_openbanking.batch import DEFAULT_CONSENT_ID, parse_id_list
 from airflow_provider_openbanking.warehouse import (
     DEFAULT_WAREHOUSE_CONN_ID,
     TRANSACTIONS_TABLE,
@@ -114,26 +113,9 @@ def consent_sensor(conn_id: Any, **overrides: Any) -> Any:
 
 
 def parse_conn_ids(value: Any) -> list[str]:
-    """A list of connection ids from a list, a JSON list or a comma-separated string."""
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                value = json.loads(text)
-            except ValueError:
-                raise ValueError(f"not a JSON list of connection ids: {text!r}") from None
-        else:
-            value = [part for part in text.split(",")]
-    if not isinstance(value, (list, tuple)):
-        raise ValueError(f"expected a list of connection ids, got {type(value).__name__}")
-    out: list[str] = []
-    for item in value:
-        if not isinstance(item, str) or not item.strip():
-            raise ValueError(f"a connection id must be a non-empty string, got {item!r}")
-        out.append(item.strip())
-    return list(dict.fromkeys(out))
+    """A list of connection ids from a list, a JSON list or a comma-separated string (``[]`` when
+    unset; see :func:`~airflow_provider_openbanking.batch.parse_id_list`)."""
+    return parse_id_list(value, field="conn_ids", item="connection id") or []
 
 
 def resolve_conn_ids(param: Any = None) -> list[str]:
