@@ -7,12 +7,13 @@ inside tasks only.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from airflow.sdk import Asset
+from airflow.sdk import Asset, Param
 
 from airflow_provider_openbanking.batch import DEFAULT_CONSENT_ID, parse_id_list
 from airflow_provider_openbanking.warehouse import (
@@ -39,6 +40,61 @@ SHARD_WORKERS = 8
 DEFAULT_CONN_IDS: tuple[str, ...] = ("openbanking_default",)
 WAREHOUSE_CONN_ID = DEFAULT_WAREHOUSE_CONN_ID
 SUMMARY_TABLE = "openbanking_daily_summary"
+
+
+#: How a shard's task instance is labelled in the UI (``{{ task.… }}``: the operator's rendered
+#: arguments); a ``@task`` function's label names its arguments directly (``{{ shard_index }}``).
+SHARD_LABEL = "{{ task.openbanking_conn_id }} shard {{ task.shard_index }} of {{ task.shard_count }}"
+SHARD_TASK_LABEL = SHARD_LABEL.replace("task.", "")
+
+
+def default_args(**overrides: Any) -> dict[str, Any]:
+    """The ``default_args`` of the example DAGs' tasks, with what a DAG changes: owner
+    ``data-engineering``, 3 retries 5 minutes apart, backing off exponentially (a fresh dict each
+    call: Airflow may keep and change what it is given)."""
+    return {
+        "owner": "data-engineering",
+        "retries": 3,
+        "retry_delay": dt.timedelta(minutes=5),
+        "retry_exponential_backoff": True,
+        **overrides,
+    }
+
+
+def shard_params(shard: str, *, verb: str = "covered") -> dict[str, Param]:
+    """The DAG params of a DAG that maps over shards of its connections' consents:
+    ``conn_ids`` (read by :func:`resolve_conn_ids`) and ``consents_per_shard`` (read by
+    :func:`shard_plan`). ``shard`` says what one shard is in this DAG (``"one check task"``);
+    ``verb`` what the DAG does to each consent."""
+    return {
+        "conn_ids": Param(
+            None,
+            type=["null", "array"],
+            items={"type": "string"},
+            description=f"openbanking connection ids (API clients); every consent of each is {verb}. "
+            f"Empty: the Variable {CONN_IDS_VARIABLE} (JSON list), else {list(DEFAULT_CONN_IDS)}.",
+        ),
+        "consents_per_shard": Param(
+            DEFAULT_CONSENTS_PER_SHARD,
+            type="integer",
+            minimum=1,
+            description=f"About how many consents {shard} covers.",
+        ),
+    }
+
+
+def shard_operator_args(**selection: Any) -> dict[str, Any]:
+    """The arguments every shard's operator takes: ``selection`` (its connection and shard, or
+    nothing for ``.partial()`` before ``.expand_kwargs(shard_plan)``), ``SHARD_WORKERS`` threads,
+    the API pool and the shard label."""
+    return {**selection, "max_workers": SHARD_WORKERS, "pool": POOL, "map_index_template": SHARD_LABEL}
+
+
+def plan_run_shards(params: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The run's shard plan from its params (``conn_ids``, ``consents_per_shard``): what a DAG's
+    ``plan_shards`` task returns. Call it from a task only."""
+    params = params or {}
+    return shard_plan(resolve_conn_ids(params.get("conn_ids")), params.get("consents_per_shard"))
 
 
 def landing_base_url() -> str:
@@ -481,6 +537,8 @@ __all__ = [
     "DEFAULT_CONN_IDS",
     "DEFAULT_CONSENTS_PER_SHARD",
     "POOL",
+    "SHARD_LABEL",
+    "SHARD_TASK_LABEL",
     "SHARD_WORKERS",
     "SUMMARY_TABLE",
     "TRANSACTIONS_FILES_ASSET",
@@ -489,14 +547,18 @@ __all__ = [
     "as_literal_ids",
     "check_shard_health",
     "consent_sensor",
+    "default_args",
     "landed_asset",
     "landing_base_url",
     "load_transactions",
     "load_transactions_shard",
     "parse_conn_ids",
+    "plan_run_shards",
     "resolve_conn_ids",
     "shard_layout",
     "shard_manifest",
+    "shard_operator_args",
+    "shard_params",
     "shard_plan",
     "summary_sql",
     "transaction_jobs",
