@@ -228,6 +228,8 @@ class Landed:
     pages: int = 0
     #: ``records`` (a JSON Lines file of the dataset) or ``file`` (a statement file).
     kind: str = "records"
+    #: Records the server sent that were not asked for and did not land (``PageStats.dropped``).
+    dropped: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -236,6 +238,7 @@ class Landed:
             "records": self.records,
             "pages": self.pages,
             "kind": self.kind,
+            "dropped": self.dropped,
         }
 
     @classmethod
@@ -246,6 +249,7 @@ class Landed:
             int(data.get("records") or 0),
             int(data.get("pages") or 0),
             str(data.get("kind") or "records"),
+            int(data.get("dropped") or 0),
         )
 
 
@@ -278,6 +282,10 @@ class ConsentOutcome:
     @property
     def pages(self) -> int:
         return sum(x.pages for x in self.landed)
+
+    @property
+    def dropped(self) -> int:
+        return sum(x.dropped for x in self.landed)
 
     def add(self, landed: Landed) -> None:
         with self.lock:
@@ -351,6 +359,10 @@ class BatchResult:
         return sum(o.pages for o in self.outcomes)
 
     @property
+    def dropped(self) -> int:
+        return sum(o.dropped for o in self.outcomes)
+
+    @property
     def all_permanent(self) -> bool:
         return all(o.permanent for o in self.failed)
 
@@ -373,6 +385,7 @@ def summarize(result: BatchResult, *, max_failed: int = MAX_FAILED_IN_SUMMARY) -
             "blobs": sum(1 for x in result.landed if x.kind == "file"),
             "records": result.records,
             "pages": result.pages,
+            "dropped": result.dropped,
             "accounts_skipped": sum(len(o.skipped) for o in result.outcomes),
             "accounts_failed": sum(len(o.failed_accounts) for o in result.outcomes),
         },

@@ -23,13 +23,15 @@ The XCom return value is small (never records, never tokens)::
      "file_format": "jsonl.gz",
      "paths": ["file:///…/account_id=acc-1.jsonl.gz", …],
      "records": 812, "pages": 10,
+     "dropped": 0,   # records the server sent unasked (other accounts, dates outside the window)
      "consents": {"selected": 300, "landed": 298, "resumed": 0, "failed": 2},
-     "counts": {"files": 1490, "blobs": 0, "records": …, "pages": …, "accounts_skipped": 3, …},
+     "counts": {"files": 1490, "blobs": 0, "records": …, "pages": …, "dropped": 0,
+                "accounts_skipped": 3, …},
      "failed": {"cust-17": "602", "cust-90": "transient_503"},     # at most 50 ids
      "manifest": "file:///…/_manifests/transactions/…/shard=0003-of-0034.jsonl",   # batches only
      # and, when the task covers exactly one consent, the details as before:
      "consent_id": "default", "paths": ["file:///…/account_id=acc-1.jsonl", …],
-     "accounts": {"acc-1": {"records": 406, "pages": 5, "path": "file:///…"}, …},
+     "accounts": {"acc-1": {"records": 406, "pages": 5, "dropped": 0, "path": "file:///…"}, …},
      "skipped": {"acc-9": "704 Account type not supported"},
      "files": [...]}                                                # statement files (statements)
 """
@@ -317,14 +319,15 @@ class _OpenBankingBaseOperator(BaseOperator):
             for record in fetch(stats, self._progress(label, started)):
                 writer.write_record(self.prepare(record, account_id))
         self.log.info(
-            "%s: %d record(s) in %d page(s) in %.1f s -> %s",
+            "%s: %d record(s) in %d page(s) in %.1f s -> %s%s",
             label,
             writer.records,
             stats.pages,
             time.monotonic() - started,
             path,
+            f" ({stats.dropped} record(s) the server sent unasked left out)" if stats.dropped else "",
         )
-        return Landed(str(path), account_id, writer.records, stats.pages)
+        return Landed(str(path), account_id, writer.records, stats.pages, dropped=stats.dropped)
 
     def land_one(
         self,
@@ -418,6 +421,7 @@ class OpenBankingProvidersOperator(_OpenBankingBaseOperator):
             "paths": [landed.path],
             "records": landed.records,
             "pages": landed.pages,
+            "dropped": landed.dropped,
             "skipped": {},
         }
 
@@ -559,6 +563,7 @@ class _ConsentBatchOperator(_OpenBankingBaseOperator):
         self._landed_files = [x.path for x in landed if x.kind == "file"]
         summary = self._header(start, end)
         summary["records"], summary["pages"] = result.records, result.pages
+        summary["dropped"] = result.dropped
         summary.update(summarize(result))
         if batched:
             summary["manifest"] = self._write_manifest(layout, result, start, end)
@@ -584,7 +589,7 @@ class _ConsentBatchOperator(_OpenBankingBaseOperator):
         out: dict[str, Any] = {"consent_id": outcome.consent_id, "paths": sorted(x.path for x in records)}
         if self.per_account:
             out["accounts"] = {
-                x.account_id: {"records": x.records, "pages": x.pages, "path": x.path}
+                x.account_id: {"records": x.records, "pages": x.pages, "dropped": x.dropped, "path": x.path}
                 for x in sorted(records, key=lambda x: str(x.account_id))
                 if x.account_id is not None
             }
@@ -1189,7 +1194,12 @@ class OpenBankingCustomerOperator(_ConsentBatchOperator):
 
 
 class OpenBankingHoldingsOperator(_AccountsArgOperator):
-    """Land the holdings of the investment accounts (``holdings[]`` of ``/accounts?resultType=details``).
+    """Land the holdings of the investment accounts (``holdings[]`` of each account's details).
+
+    The accounts are listed with ``/accounts?resultType=details``; an investment account listed
+    without holdings -- FDX 5.3 keeps them only on ``/accounts/{accountId}`` -- is read by id, so
+    every holding lands from a Flinks or a strict FDX server alike
+    (:meth:`~airflow_provider_openbanking.hooks.openbanking.OpenBankingHook.iter_holdings`).
 
     One file per consent for all its accounts, each holding tagged with its ``accountId``:
     ``holdings/conn_id=…/consent_id=…/interval=…/holdings.jsonl``.
