@@ -41,6 +41,36 @@ def test_the_form_and_the_parser_know_the_same_extras():
     assert set(CONN_FIELDS) == set(KNOWN_EXTRAS)
 
 
+def test_every_extra_the_parser_reads_is_known_and_has_a_form_field():
+    """The extras ``parse_connection`` actually looks up (recorded while it parses), not only the
+    list it declares: a new extra read without a form field fails here."""
+
+    class Recording(dict[str, Any]):
+        read: set[str] = set()
+
+        def get(self, key: Any, default: Any = None) -> Any:
+            self.read.add(str(key).removeprefix("extra__openbanking__"))
+            return super().get(key, default)
+
+        def __getitem__(self, key: Any) -> Any:
+            self.read.add(str(key).removeprefix("extra__openbanking__"))
+            return super().__getitem__(key)
+
+    conn = SimpleNamespace(
+        conn_id="ob_reads",
+        host="https://ob.flinksapp.com",
+        schema=None,
+        port=None,
+        login="client",
+        password="secret",
+        extra=Recording(),
+    )
+    parse_connection(conn)
+    assert {"refresh_token", "max_pages", "max_requests_per_second", "consent_store"} <= Recording.read
+    assert Recording.read - set(KNOWN_EXTRAS) == set()
+    assert Recording.read - set(CONN_FIELDS) == set()
+
+
 def test_the_connection_type_declares_the_fields():
     (conn_type,) = get_provider_info()["connection-types"]
     assert conn_type["conn-fields"] is CONN_FIELDS
