@@ -36,7 +36,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence, Sized
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -115,6 +115,21 @@ def parse_id_list(value: Any, *, field: str = "consent_ids", item: str = "consen
 def parse_consent_ids(value: Any) -> list[str] | None:
     """``consent_ids`` as a list (see :func:`parse_id_list`); None when unset."""
     return parse_id_list(value, field="consent_ids", item="consent id")
+
+
+def mapped_results(results: Any) -> list[Mapping[str, Any]]:
+    """The XCom values of upstream (mapped) tasks as a list of their dict results.
+
+    Airflow hands a single value over as is when only one of several mapped task instances
+    produced one (the others failed), and a lazy sequence otherwise; failed instances have none.
+    """
+    if results is None:
+        return []
+    if isinstance(results, Mapping):
+        return [results]
+    if isinstance(results, Sequence) and not isinstance(results, (str, bytes)):
+        results = results[:]  # one request for a LazyXComSequence, not one per item plus a miss
+    return [r for r in results if isinstance(r, Mapping) and r]
 
 
 def check_shard(shard_index: Any, shard_count: Any) -> tuple[int, int] | None:
@@ -606,6 +621,7 @@ __all__ = [
     "check_shard",
     "failure_message",
     "is_permanent",
+    "mapped_results",
     "max_map_length",
     "parse_consent_ids",
     "parse_id_list",

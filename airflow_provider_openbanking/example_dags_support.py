@@ -15,7 +15,7 @@ from typing import Any
 
 from airflow.sdk import Asset, Param
 
-from airflow_provider_openbanking.batch import DEFAULT_CONSENT_ID, parse_id_list
+from airflow_provider_openbanking.batch import DEFAULT_CONSENT_ID, mapped_results, parse_id_list
 from airflow_provider_openbanking.warehouse import (
     DEFAULT_WAREHOUSE_CONN_ID,
     TRANSACTIONS_TABLE,
@@ -354,11 +354,10 @@ def check_shard_health(
         IDLE_WARN_DAYS,
         ConsentStatus,
         check_consent,
-        consent_label,
         health_record,
+        land_health_records,
     )
     from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
-    from airflow_provider_openbanking.landing import write_jsonl
 
     warn = IDLE_WARN_DAYS if warn_within_days is None else float(warn_within_days)
     hook = OpenBankingHook(conn_id)
@@ -392,31 +391,7 @@ def check_shard_health(
         hook.close()
     layout = shard_layout("consent_health", conn_id, interval_start, interval_end, destination)
     path = layout.batch_file(f"shard={int(shard_index):04d}-of-{int(shard_count):04d}")
-    ordered = [records[c] for c in sorted(records)]
-    write_jsonl(path, ordered)
-    return {
-        "conn_id": conn_id,
-        "path": str(path),
-        "checked": len(ordered),
-        "healthy": [r["consent_id"] for r in ordered if r["healthy"]],
-        "unhealthy": [r["summary"] for r in ordered if not r["healthy"]],
-        "warnings": [
-            f"{consent_label(conn_id, r['consent_id'])}: {w}" for r in ordered for w in r["warnings"]
-        ],
-        "states": {r["consent_id"]: r["state"] for r in ordered},
-    }
-
-
-def _as_results(results: Any) -> list[Mapping[str, Any]]:
-    """XCom values of upstream tasks as a list: Airflow hands a single value over as is when only
-    one of several mapped task instances produced one (the others failed)."""
-    if results is None:
-        return []
-    if isinstance(results, Mapping):
-        return [results]
-    if isinstance(results, Sequence) and not isinstance(results, (str, bytes)):
-        results = results[:]  # one request for a LazyXComSequence, not one per item plus a miss
-    return [r for r in results if r]
+    return land_health_records(conn_id, path, [records[c] for c in sorted(records)])
 
 
 def transaction_jobs(accounts_results: Any) -> list[dict[str, Any]]:
@@ -427,7 +402,7 @@ def transaction_jobs(accounts_results: Any) -> list[dict[str, Any]]:
     one landed. The result feeds ``.expand_kwargs()``.
     """
     jobs: list[dict[str, Any]] = []
-    for result in _as_results(accounts_results):
+    for result in mapped_results(accounts_results):
         conn_id = str(result["conn_id"])
         account_ids: list[str] = []
         for path in result.get("paths") or []:
@@ -481,7 +456,7 @@ def load_transactions(
             result["query_end"],
             iter_records(landed["path"]),
         )
-        for result in _as_results(results)
+        for result in mapped_results(results)
         for account_id, landed in sorted((result.get("accounts") or {}).items())
         if landed.get("path")
     ]

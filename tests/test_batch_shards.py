@@ -13,6 +13,7 @@ from airflow_provider_openbanking.batch import (
     ConsentOutcome,
     check_map_length,
     check_shard,
+    mapped_results,
     parse_consent_ids,
     parse_id_list,
     reason_code,
@@ -82,6 +83,13 @@ def test_one_id_list_parser_names_the_field_it_reads() -> None:
         parse_conn_ids(["a", 3])
     with pytest.raises(ValueError, match=r"^shards must be a list of strings, got int$"):
         parse_id_list(7, field="shards", item="shard")
+
+
+def test_mapped_results_reads_every_shape_airflow_hands_over() -> None:
+    one = {"conn_id": "a"}
+    assert mapped_results(None) == [] and mapped_results(one) == [one]
+    assert mapped_results([one, None, {}, "not a result", {"conn_id": "b"}]) == [one, {"conn_id": "b"}]
+    assert mapped_results(({"conn_id": "c"},)) == [{"conn_id": "c"}]
 
 
 def test_selection_defaults_and_errors() -> None:
