@@ -91,7 +91,9 @@ def test_expire_token_fault_kills_the_presented_token(api, sandbox, token):
     first = api.fdx(f"/accounts/{acc}/transactions", token, params={"limit": 5})
     assert first.status_code == 200  # no offset: not faulted
     nxt = first.json()["page"]["nextOffset"]
-    assert api.fdx(f"/accounts/{acc}/transactions", token, params={"limit": 5, "offset": nxt}).status_code == 401
+    assert (
+        api.fdx(f"/accounts/{acc}/transactions", token, params={"limit": 5, "offset": nxt}).status_code == 401
+    )
     assert api.fdx("/accounts", token).status_code == 401  # the token stays dead
     assert api.fdx("/accounts", api.customer_token("cust-0001")).status_code == 200
     assert sandbox.counters()["faults_injected"] == 1
