@@ -6,6 +6,7 @@ a real ``airflow api-server``); these fast checks keep the declaration honest.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,6 +30,19 @@ def documented_extras() -> set[str]:
     other = section.split("Other extras", 1)[1]
     names |= set(re.findall(r"`([a-z][a-z_]+)`\s*\(", other))  # "`name` (default ...)"
     return names
+
+
+def form_connection(extra: Any) -> Any:
+    """A connection as the form saves it, with ``extra`` (its JSON text, or a dict)."""
+    return SimpleNamespace(
+        conn_id="ob_form",
+        host="https://ob.flinksapp.com",
+        schema=None,
+        port=None,
+        login="client",
+        password="secret",
+        extra=extra,
+    )
 
 
 def test_every_documented_extra_has_a_form_field():
@@ -56,16 +70,7 @@ def test_every_extra_the_parser_reads_is_known_and_has_a_form_field():
             self.read.add(str(key).removeprefix("extra__openbanking__"))
             return super().__getitem__(key)
 
-    conn = SimpleNamespace(
-        conn_id="ob_reads",
-        host="https://ob.flinksapp.com",
-        schema=None,
-        port=None,
-        login="client",
-        password="secret",
-        extra=Recording(),
-    )
-    parse_connection(conn)
+    parse_connection(form_connection(Recording()))
     assert {"refresh_token", "max_pages", "max_requests_per_second", "consent_store"} <= Recording.read
     assert Recording.read - set(KNOWN_EXTRAS) == set()
     assert Recording.read - set(CONN_FIELDS) == set()
@@ -107,19 +112,8 @@ def test_booleans_and_numbers_are_typed():
 def test_an_untouched_new_form_means_the_defaults():
     """What the Add form puts in the Extra JSON parses to the same settings as no extras at all."""
 
-    def conn(extra: dict[str, Any]) -> Any:
-        import json
-
-        return SimpleNamespace(
-            conn_id="ob_form",
-            host="https://ob.flinksapp.com",
-            schema=None,
-            port=None,
-            login="client",
-            password="secret",
-            extra=json.dumps(extra),
-        )
-
-    from_form = parse_connection(conn({n: f["schema"]["default"] for n, f in CONN_FIELDS.items()}))
-    from_nothing = parse_connection(conn({}))
+    from_form = parse_connection(
+        form_connection(json.dumps({n: f["schema"]["default"] for n, f in CONN_FIELDS.items()}))
+    )
+    from_nothing = parse_connection(form_connection(json.dumps({})))
     assert from_form == from_nothing
