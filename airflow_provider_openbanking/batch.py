@@ -36,7 +36,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence, Sized
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -84,8 +84,13 @@ def shard_count_for(consents: int, consents_per_shard: int) -> int:
     return max(1, math.ceil(consents / consents_per_shard))
 
 
-def parse_consent_ids(value: Any) -> list[str] | None:
-    """A list of consent ids from a list, a JSON list or a comma-separated string (None = unset)."""
+def parse_id_list(value: Any, *, field: str = "consent_ids", item: str = "consent id") -> list[str] | None:
+    """A list of ids from a list, a JSON list or a comma-separated string, stripped and without
+    repeats (first occurrence kept); None when unset (None or ``""``).
+
+    What a templated ``consent_ids`` argument, a ``conn_ids`` DAG param or a Variable may hold.
+    Errors name ``field`` (the argument or param) and ``item`` (what one entry is).
+    """
     if value is None or value == "":
         return None
     if isinstance(value, str):
@@ -94,17 +99,37 @@ def parse_consent_ids(value: Any) -> list[str] | None:
             try:
                 value = json.loads(text)
             except ValueError:
-                raise ValueError(f"consent_ids is not a JSON list: {text[:80]!r}") from None
+                raise ValueError(f"{field} is not a JSON list: {text[:80]!r}") from None
         else:
             value = text.split(",")
     if not isinstance(value, (list, tuple)):
-        raise ValueError(f"consent_ids must be a list of strings, got {type(value).__name__}")
+        raise ValueError(f"{field} must be a list of strings, got {type(value).__name__}")
     ids: list[str] = []
-    for item in value:
-        if not isinstance(item, str) or not item.strip():
-            raise ValueError(f"a consent id must be a non-empty string, got {item!r}")
-        ids.append(item.strip())
+    for entry in value:
+        if not isinstance(entry, str) or not entry.strip():
+            raise ValueError(f"a {item} must be a non-empty string, got {entry!r}")
+        ids.append(entry.strip())
     return list(dict.fromkeys(ids))
+
+
+def parse_consent_ids(value: Any) -> list[str] | None:
+    """``consent_ids`` as a list (see :func:`parse_id_list`); None when unset."""
+    return parse_id_list(value, field="consent_ids", item="consent id")
+
+
+def mapped_results(results: Any) -> list[Mapping[str, Any]]:
+    """The XCom values of upstream (mapped) tasks as a list of their dict results.
+
+    Airflow hands a single value over as is when only one of several mapped task instances
+    produced one (the others failed), and a lazy sequence otherwise; failed instances have none.
+    """
+    if results is None:
+        return []
+    if isinstance(results, Mapping):
+        return [results]
+    if isinstance(results, Sequence) and not isinstance(results, (str, bytes)):
+        results = results[:]  # one request for a LazyXComSequence, not one per item plus a miss
+    return [r for r in results if isinstance(r, Mapping) and r]
 
 
 def check_shard(shard_index: Any, shard_count: Any) -> tuple[int, int] | None:
@@ -218,6 +243,8 @@ class Landed:
     pages: int = 0
     #: ``records`` (a JSON Lines file of the dataset) or ``file`` (a statement file).
     kind: str = "records"
+    #: Records the server sent that were not asked for and did not land (``PageStats.dropped``).
+    dropped: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -226,6 +253,7 @@ class Landed:
             "records": self.records,
             "pages": self.pages,
             "kind": self.kind,
+            "dropped": self.dropped,
         }
 
     @classmethod
@@ -236,6 +264,7 @@ class Landed:
             int(data.get("records") or 0),
             int(data.get("pages") or 0),
             str(data.get("kind") or "records"),
+            int(data.get("dropped") or 0),
         )
 
 
@@ -268,6 +297,10 @@ class ConsentOutcome:
     @property
     def pages(self) -> int:
         return sum(x.pages for x in self.landed)
+
+    @property
+    def dropped(self) -> int:
+        return sum(x.dropped for x in self.landed)
 
     def add(self, landed: Landed) -> None:
         with self.lock:
@@ -341,6 +374,10 @@ class BatchResult:
         return sum(o.pages for o in self.outcomes)
 
     @property
+    def dropped(self) -> int:
+        return sum(o.dropped for o in self.outcomes)
+
+    @property
     def all_permanent(self) -> bool:
         return all(o.permanent for o in self.failed)
 
@@ -363,6 +400,7 @@ def summarize(result: BatchResult, *, max_failed: int = MAX_FAILED_IN_SUMMARY) -
             "blobs": sum(1 for x in result.landed if x.kind == "file"),
             "records": result.records,
             "pages": result.pages,
+            "dropped": result.dropped,
             "accounts_skipped": sum(len(o.skipped) for o in result.outcomes),
             "accounts_failed": sum(len(o.failed_accounts) for o in result.outcomes),
         },
@@ -583,8 +621,10 @@ __all__ = [
     "check_shard",
     "failure_message",
     "is_permanent",
+    "mapped_results",
     "max_map_length",
     "parse_consent_ids",
+    "parse_id_list",
     "reason_code",
     "select_consents",
     "shard_count_for",

@@ -10,22 +10,9 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from airflow_provider_openbanking.consents.health import (
-    HEALTH_DATASET,
-    IDLE_LAPSE_DAYS,
-    IDLE_WARN_DAYS,
-    NEEDS_AUTHORIZATION,
-    ConsentState,
-    ConsentStatus,
-    HealthSummary,
-    check_consent,
-    consent_status,
-    days_until_idle_lapse,
-    health_record,
-    health_record_path,
-    idle_days,
-    summarize_health,
-)
+from airflow_provider_openbanking.consents import health as _health
+from airflow_provider_openbanking.consents.health import *  # noqa: F403 -- health's whole __all__, as before
+from airflow_provider_openbanking.consents.health import IDLE_WARN_DAYS, check_consent, health_record_path
 
 
 def check_consent_health(
@@ -54,19 +41,4 @@ def check_consent_health(
     return {**record, "path": str(path)}
 
 
-__all__ = [
-    "HEALTH_DATASET",
-    "IDLE_LAPSE_DAYS",
-    "IDLE_WARN_DAYS",
-    "NEEDS_AUTHORIZATION",
-    "ConsentState",
-    "ConsentStatus",
-    "HealthSummary",
-    "check_consent_health",
-    "consent_status",
-    "days_until_idle_lapse",
-    "health_record",
-    "health_record_path",
-    "idle_days",
-    "summarize_health",
-]
+__all__ = [*_health.__all__, "check_consent_health"]

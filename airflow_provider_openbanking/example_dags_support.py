@@ -7,15 +7,15 @@ inside tasks only.
 
 from __future__ import annotations
 
-import json
+import datetime as dt
 import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from airflow.sdk import Asset
+from airflow.sdk import Asset, Param
 
-from airflow_provider_openbanking.batch import DEFAULT_CONSENT_ID
+from airflow_provider_openbanking.batch import DEFAULT_CONSENT_ID, mapped_results, parse_id_list
 from airflow_provider_openbanking.warehouse import (
     DEFAULT_WAREHOUSE_CONN_ID,
     TRANSACTIONS_TABLE,
@@ -40,6 +40,61 @@ SHARD_WORKERS = 8
 DEFAULT_CONN_IDS: tuple[str, ...] = ("openbanking_default",)
 WAREHOUSE_CONN_ID = DEFAULT_WAREHOUSE_CONN_ID
 SUMMARY_TABLE = "openbanking_daily_summary"
+
+
+#: How a shard's task instance is labelled in the UI (``{{ task.… }}``: the operator's rendered
+#: arguments); a ``@task`` function's label names its arguments directly (``{{ shard_index }}``).
+SHARD_LABEL = "{{ task.openbanking_conn_id }} shard {{ task.shard_index }} of {{ task.shard_count }}"
+SHARD_TASK_LABEL = SHARD_LABEL.replace("task.", "")
+
+
+def default_args(**overrides: Any) -> dict[str, Any]:
+    """The ``default_args`` of the example DAGs' tasks, with what a DAG changes: owner
+    ``data-engineering``, 3 retries 5 minutes apart, backing off exponentially (a fresh dict each
+    call: Airflow may keep and change what it is given)."""
+    return {
+        "owner": "data-engineering",
+        "retries": 3,
+        "retry_delay": dt.timedelta(minutes=5),
+        "retry_exponential_backoff": True,
+        **overrides,
+    }
+
+
+def shard_params(shard: str, *, verb: str = "covered") -> dict[str, Param]:
+    """The DAG params of a DAG that maps over shards of its connections' consents:
+    ``conn_ids`` (read by :func:`resolve_conn_ids`) and ``consents_per_shard`` (read by
+    :func:`shard_plan`). ``shard`` says what one shard is in this DAG (``"one check task"``);
+    ``verb`` what the DAG does to each consent."""
+    return {
+        "conn_ids": Param(
+            None,
+            type=["null", "array"],
+            items={"type": "string"},
+            description=f"openbanking connection ids (API clients); every consent of each is {verb}. "
+            f"Empty: the Variable {CONN_IDS_VARIABLE} (JSON list), else {list(DEFAULT_CONN_IDS)}.",
+        ),
+        "consents_per_shard": Param(
+            DEFAULT_CONSENTS_PER_SHARD,
+            type="integer",
+            minimum=1,
+            description=f"About how many consents {shard} covers.",
+        ),
+    }
+
+
+def shard_operator_args(**selection: Any) -> dict[str, Any]:
+    """The arguments every shard's operator takes: ``selection`` (its connection and shard, or
+    nothing for ``.partial()`` before ``.expand_kwargs(shard_plan)``), ``SHARD_WORKERS`` threads,
+    the API pool and the shard label."""
+    return {**selection, "max_workers": SHARD_WORKERS, "pool": POOL, "map_index_template": SHARD_LABEL}
+
+
+def plan_run_shards(params: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The run's shard plan from its params (``conn_ids``, ``consents_per_shard``): what a DAG's
+    ``plan_shards`` task returns. Call it from a task only."""
+    params = params or {}
+    return shard_plan(resolve_conn_ids(params.get("conn_ids")), params.get("consents_per_shard"))
 
 
 def landing_base_url() -> str:
@@ -114,26 +169,9 @@ def consent_sensor(conn_id: Any, **overrides: Any) -> Any:
 
 
 def parse_conn_ids(value: Any) -> list[str]:
-    """A list of connection ids from a list, a JSON list or a comma-separated string."""
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                value = json.loads(text)
-            except ValueError:
-                raise ValueError(f"not a JSON list of connection ids: {text!r}") from None
-        else:
-            value = [part for part in text.split(",")]
-    if not isinstance(value, (list, tuple)):
-        raise ValueError(f"expected a list of connection ids, got {type(value).__name__}")
-    out: list[str] = []
-    for item in value:
-        if not isinstance(item, str) or not item.strip():
-            raise ValueError(f"a connection id must be a non-empty string, got {item!r}")
-        out.append(item.strip())
-    return list(dict.fromkeys(out))
+    """A list of connection ids from a list, a JSON list or a comma-separated string (``[]`` when
+    unset; see :func:`~airflow_provider_openbanking.batch.parse_id_list`)."""
+    return parse_id_list(value, field="conn_ids", item="connection id") or []
 
 
 def resolve_conn_ids(param: Any = None) -> list[str]:
@@ -316,11 +354,10 @@ def check_shard_health(
         IDLE_WARN_DAYS,
         ConsentStatus,
         check_consent,
-        consent_label,
         health_record,
+        land_health_records,
     )
     from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
-    from airflow_provider_openbanking.landing import write_jsonl
 
     warn = IDLE_WARN_DAYS if warn_within_days is None else float(warn_within_days)
     hook = OpenBankingHook(conn_id)
@@ -354,31 +391,7 @@ def check_shard_health(
         hook.close()
     layout = shard_layout("consent_health", conn_id, interval_start, interval_end, destination)
     path = layout.batch_file(f"shard={int(shard_index):04d}-of-{int(shard_count):04d}")
-    ordered = [records[c] for c in sorted(records)]
-    write_jsonl(path, ordered)
-    return {
-        "conn_id": conn_id,
-        "path": str(path),
-        "checked": len(ordered),
-        "healthy": [r["consent_id"] for r in ordered if r["healthy"]],
-        "unhealthy": [r["summary"] for r in ordered if not r["healthy"]],
-        "warnings": [
-            f"{consent_label(conn_id, r['consent_id'])}: {w}" for r in ordered for w in r["warnings"]
-        ],
-        "states": {r["consent_id"]: r["state"] for r in ordered},
-    }
-
-
-def _as_results(results: Any) -> list[Mapping[str, Any]]:
-    """XCom values of upstream tasks as a list: Airflow hands a single value over as is when only
-    one of several mapped task instances produced one (the others failed)."""
-    if results is None:
-        return []
-    if isinstance(results, Mapping):
-        return [results]
-    if isinstance(results, Sequence) and not isinstance(results, (str, bytes)):
-        results = results[:]  # one request for a LazyXComSequence, not one per item plus a miss
-    return [r for r in results if r]
+    return land_health_records(conn_id, path, [records[c] for c in sorted(records)])
 
 
 def transaction_jobs(accounts_results: Any) -> list[dict[str, Any]]:
@@ -389,7 +402,7 @@ def transaction_jobs(accounts_results: Any) -> list[dict[str, Any]]:
     one landed. The result feeds ``.expand_kwargs()``.
     """
     jobs: list[dict[str, Any]] = []
-    for result in _as_results(accounts_results):
+    for result in mapped_results(accounts_results):
         conn_id = str(result["conn_id"])
         account_ids: list[str] = []
         for path in result.get("paths") or []:
@@ -443,7 +456,7 @@ def load_transactions(
             result["query_end"],
             iter_records(landed["path"]),
         )
-        for result in _as_results(results)
+        for result in mapped_results(results)
         for account_id, landed in sorted((result.get("accounts") or {}).items())
         if landed.get("path")
     ]
@@ -499,6 +512,8 @@ __all__ = [
     "DEFAULT_CONN_IDS",
     "DEFAULT_CONSENTS_PER_SHARD",
     "POOL",
+    "SHARD_LABEL",
+    "SHARD_TASK_LABEL",
     "SHARD_WORKERS",
     "SUMMARY_TABLE",
     "TRANSACTIONS_FILES_ASSET",
@@ -507,14 +522,18 @@ __all__ = [
     "as_literal_ids",
     "check_shard_health",
     "consent_sensor",
+    "default_args",
     "landed_asset",
     "landing_base_url",
     "load_transactions",
     "load_transactions_shard",
     "parse_conn_ids",
+    "plan_run_shards",
     "resolve_conn_ids",
     "shard_layout",
     "shard_manifest",
+    "shard_operator_args",
+    "shard_params",
     "shard_plan",
     "summary_sql",
     "transaction_jobs",

@@ -444,11 +444,13 @@ class AtomicWriter:
         tb: TracebackType | None,
     ) -> None:
         if exc_type is not None:
-            self._buffer.clear()
-            if self._fh is not None:
-                self._close_quietly()
-                self._discard()
+            self._fail()
             return
+        try:
+            self._finish()
+        except BaseException:
+            self._fail()
+            raise
         try:
             if self._fh is None:
                 self._open()  # an empty result still lands (an empty file replaces an older one)
@@ -471,6 +473,21 @@ class AtomicWriter:
                 log.info("Removed %s: %s replaces it", entry.rsplit("/", 1)[-1], self.path.name)
             except FileNotFoundError:
                 pass
+
+    def _finish(self) -> None:
+        """Write what a subclass still holds (a compressor's tail, a Parquet footer): called on
+        success, before the object is closed and renamed into place."""
+
+    def _abandon(self) -> None:
+        """Drop what a subclass still holds, writing nothing more: called on failure."""
+
+    def _fail(self) -> None:
+        """Give up: nothing of this write becomes visible (an earlier file stays untouched)."""
+        self._abandon()
+        self._buffer.clear()
+        if self._fh is not None:
+            self._close_quietly()
+            self._discard()
 
     def _close_quietly(self) -> None:
         try:
@@ -553,21 +570,13 @@ class GzipJsonLinesWriter(JsonLinesWriter):
             if compressed:
                 AtomicWriter.write(self, compressed)
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            try:
-                tail = self._compressor.compress(bytes(self._zbuffer)) + self._compressor.flush()
-                self._zbuffer.clear()
-                AtomicWriter.write(self, tail)
-            except BaseException as error:
-                super().__exit__(type(error), error, error.__traceback__)
-                raise
-        super().__exit__(exc_type, exc, tb)
+    def _finish(self) -> None:
+        tail = self._compressor.compress(bytes(self._zbuffer)) + self._compressor.flush()
+        self._zbuffer.clear()
+        AtomicWriter.write(self, tail)
+
+    def _abandon(self) -> None:
+        self._zbuffer.clear()
 
 
 class _WriterSink(io.RawIOBase):
@@ -685,24 +694,10 @@ class ParquetRecordsWriter(AtomicWriter):
             self._pq_writer.write_table(table, row_group_size=max(table.num_rows, 1))
         self._batches, self._batched_rows = [], 0
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            try:
-                self._convert()
-                self._write_row_group()  # also an empty file's schema and footer
-                self._pq_writer.close()
-            except BaseException as error:
-                self._abandon()
-                super().__exit__(type(error), error, error.__traceback__)
-                raise
-        else:
-            self._abandon()
-        super().__exit__(exc_type, exc, tb)
+    def _finish(self) -> None:
+        self._convert()
+        self._write_row_group()  # also an empty file's schema and footer
+        self._pq_writer.close()
 
     def _abandon(self) -> None:
         """Drop what is buffered and close the Parquet writer without writing anything more."""

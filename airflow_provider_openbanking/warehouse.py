@@ -55,45 +55,43 @@ log = logging.getLogger(__name__)
 DEFAULT_WAREHOUSE_CONN_ID = "openbanking_warehouse"
 TRANSACTIONS_TABLE = "openbanking_transactions"
 
+#: Columns of the transactions table and their portable SQL types, in insert order.
+_COLUMN_TYPES: dict[str, str] = {
+    "conn_id": "VARCHAR(250) NOT NULL",
+    "consent_id": "VARCHAR(250) NOT NULL",
+    "account_id": "VARCHAR(250) NOT NULL",
+    "transaction_id": "VARCHAR(250) NOT NULL",
+    "window_date": "VARCHAR(10) NOT NULL",
+    "status": "VARCHAR(32)",
+    "posted_timestamp": "VARCHAR(40)",
+    "transaction_timestamp": "VARCHAR(40)",
+    "amount": "NUMERIC(18, 2)",
+    "signed_amount": "NUMERIC(18, 2)",
+    "debit_credit_memo": "VARCHAR(16)",
+    "description": "VARCHAR(1000)",
+    "category": "VARCHAR(250)",
+    "account_category": "VARCHAR(40)",
+    "reference_transaction_id": "VARCHAR(250)",
+    "record": "TEXT",
+}
 #: Columns of the transactions table, in insert order.
-TRANSACTION_COLUMNS: tuple[str, ...] = (
-    "conn_id",
-    "consent_id",
-    "account_id",
-    "transaction_id",
-    "window_date",
-    "status",
-    "posted_timestamp",
-    "transaction_timestamp",
-    "amount",
-    "signed_amount",
-    "debit_credit_memo",
-    "description",
-    "category",
-    "account_category",
-    "reference_transaction_id",
-    "record",
-)
+TRANSACTION_COLUMNS: tuple[str, ...] = tuple(_COLUMN_TYPES)
+_KEY = ("conn_id", "consent_id", "account_id", "transaction_id")
 
-_DDL = """CREATE TABLE {if_not_exists}{table} (
-    conn_id VARCHAR(250) NOT NULL,
-    consent_id VARCHAR(250) NOT NULL,
-    account_id VARCHAR(250) NOT NULL,
-    transaction_id VARCHAR(250) NOT NULL,
-    window_date VARCHAR(10) NOT NULL,
-    status VARCHAR(32),
-    posted_timestamp VARCHAR(40),
-    transaction_timestamp VARCHAR(40),
-    amount NUMERIC(18, 2),
-    signed_amount NUMERIC(18, 2),
-    debit_credit_memo VARCHAR(16),
-    description VARCHAR(1000),
-    category VARCHAR(250),
-    account_category VARCHAR(40),
-    reference_transaction_id VARCHAR(250),
-    record TEXT,
-    PRIMARY KEY (conn_id, consent_id, account_id, transaction_id)
-)"""
+
+def _create_table(table: str, columns: Sequence[str], key: Sequence[str], if_not_exists: str = "") -> str:
+    body = "".join(f"    {name} {_COLUMN_TYPES[name]},\n" for name in columns)
+    return f"CREATE TABLE {if_not_exists}{table} (\n{body}    PRIMARY KEY ({', '.join(key)})\n)"
+
+
+#: The table as 0.x created it, before consents: no ``consent_id`` column, key
+#: ``(conn_id, account_id, transaction_id)``. What :meth:`TransactionsWarehouse.ensure_table`
+#: migrates from; tests and the e2e run seed a 0.x deployment's warehouse with it.
+LEGACY_0X_DDL = _create_table(
+    TRANSACTIONS_TABLE,
+    [c for c in TRANSACTION_COLUMNS if c != "consent_id"],
+    [c for c in _KEY if c != "consent_id"],
+)
 #: The consent of rows loaded before consents existed (the connection's own refresh token).
 LEGACY_CONSENT_ID = "default"
 #: Windows per database transaction of a bulk load.
@@ -412,7 +410,9 @@ class TransactionsWarehouse:
         return str(getattr(self.hook, "placeholder", "%s"))
 
     def ddl(self, table: str | None = None, *, if_not_exists: bool = True) -> str:
-        return _DDL.format(table=table or self.table, if_not_exists="IF NOT EXISTS " if if_not_exists else "")
+        return _create_table(
+            table or self.table, TRANSACTION_COLUMNS, _KEY, "IF NOT EXISTS " if if_not_exists else ""
+        )
 
     def migration_sql(self) -> list[str]:
         """The statements that bring a table of the schema before consents to the current one."""
@@ -669,6 +669,7 @@ class TransactionsWarehouse:
 
 __all__ = [
     "DEFAULT_WAREHOUSE_CONN_ID",
+    "LEGACY_0X_DDL",
     "LEGACY_CONSENT_ID",
     "TRANSACTIONS_TABLE",
     "TRANSACTION_COLUMNS",

@@ -94,7 +94,7 @@ and after each change:
 
 | change | before | after |
 |---|---|---|
-| sandbox: LRU cache of rendered transaction pages (`sandbox/app.py`, 64 MB, keyed by account, count, clock, window, offset, limit) | 3.3-3.8 ms sandbox CPU per page of 500 (rendering, ~6 µs a transaction): the "bare loop" measured the sandbox (4.2 ms a page, of which 0.8 ms client) | 0.35-0.5 ms per page on a hit; the bare loop runs at 1.1-1.4 ms a page, so benchmark 1 measures the client |
+| sandbox: LRU cache of rendered transaction pages (`sandbox/routers/fdx.py`, 64 MB, keyed by account, count, clock, window, offset, limit) | 3.3-3.8 ms sandbox CPU per page of 500 (rendering, ~6 µs a transaction): the "bare loop" measured the sandbox (4.2 ms a page, of which 0.8 ms client) | 0.35-0.5 ms per page on a hit; the bare loop runs at 1.1-1.4 ms a page, so benchmark 1 measures the client |
 | `fdx.mask_account_numbers`: flat records (every transaction) are copied in C (`dict.copy`) after one C-level type scan of their values, instead of a Python loop with `isinstance(value, Mapping)` ABC checks on every field | 2.8 µs a transaction; operator path 3.76x the bare loop (99,800 tx/s) | 0.47 µs a transaction; operator path 2.95x the bare loop (125,900 tx/s) |
 
 Tried and left out:

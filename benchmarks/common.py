@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,6 +195,67 @@ def sandbox(**options: Any) -> Iterator[Any]:
         yield server
     finally:
         server.stop()
+
+
+def consent_env(server: Any, page_size: int, refresh_token: str | None = None) -> dict[str, str]:
+    """The bench connection to ``server`` as a child's environment: a new consent, or the one of
+    ``refresh_token``."""
+    refresh = refresh_token or server.grant_consent()
+    return conn_env(CONN_ID, openbanking_conn(server.url, refresh, page_size=page_size))
+
+
+@contextmanager
+def one_account_sandbox(transactions: int, page_size: int) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """A sandbox of one account of ``transactions`` transactions, and what a child that pages it
+    needs: ``env`` (the bench connection, a new consent), ``url``, ``account``, ``token`` (an access
+    token for the baselines that bypass the hook) and ``page_size``."""
+    with sandbox(
+        customers=1, accounts_per_customer=1, transactions_per_account=transactions, page_size=page_size
+    ) as server:
+        account = server.truth_accounts()[0]["accountId"]
+        refresh = server.grant_consent()
+        yield (
+            server,
+            {
+                "env": consent_env(server, page_size, refresh),
+                "url": server.url,
+                "account": account,
+                "token": access_token(server.url, refresh),
+                "page_size": page_size,
+            },
+        )
+
+
+@contextmanager
+def sized_sandbox(counts: Sequence[int], page_size: int) -> Iterator[tuple[Any, dict[str, int]]]:
+    """A sandbox of one account per size in ``counts``, each holding that many transactions:
+    ``(server, {account_id: transactions})``, in the order of ``counts``."""
+    with sandbox(
+        customers=1, accounts_per_customer=len(counts), transactions_per_account=10, page_size=page_size
+    ) as server:
+        accounts = [a["accountId"] for a in server.truth_accounts()]
+        per_account = dict(zip(accounts, counts, strict=False))
+        server.configure(account_transactions=per_account)
+        yield server, per_account
+
+
+def transactions_operator(landing: str, **overrides: Any) -> Any:
+    """The ``OpenBankingTransactionsOperator`` the benchmarks time: the bench connection, the
+    sandbox's whole span, no lookback, one worker, files under ``.runs/landing/<landing>``;
+    ``overrides`` change any argument (``account_ids``, ``file_format``, ``max_workers`` …)."""
+    from airflow_provider_openbanking.operators.openbanking import OpenBankingTransactionsOperator
+
+    arguments: dict[str, Any] = {
+        "task_id": "land_transactions",
+        "openbanking_conn_id": CONN_ID,
+        "destination": str(RUNS_DIR / "landing" / landing),
+        "start_time": SPAN_START,
+        "end_time": SPAN_END_EXCLUSIVE,
+        "lookback": 0,
+        "max_workers": 1,
+        **overrides,
+    }
+    return OpenBankingTransactionsOperator(**arguments)
 
 
 def access_token(url: str, refresh_token: str) -> str:

@@ -30,20 +30,16 @@ import time
 from typing import Any
 
 from benchmarks.common import (
-    CONN_ID,
-    RUNS_DIR,
-    SPAN_END_EXCLUSIVE,
-    SPAN_START,
     Figure,
     Section,
     Sizes,
-    conn_env,
+    consent_env,
     median,
-    openbanking_conn,
     run_child,
-    sandbox,
     say,
+    sized_sandbox,
     spread,
+    transactions_operator,
 )
 
 FORMATS = ("jsonl", "jsonl.gz", "parquet")
@@ -58,18 +54,9 @@ def _cpu() -> float:
 
 
 def child(p: dict[str, Any]) -> dict[str, Any]:
-    from airflow_provider_openbanking.operators.openbanking import OpenBankingTransactionsOperator
-
-    dest = RUNS_DIR / "landing" / f"formats-{p['n']}-{p['format'].replace('.', '_')}"
-    op = OpenBankingTransactionsOperator(
-        task_id="land_transactions",
-        openbanking_conn_id=CONN_ID,
-        destination=str(dest),
+    op = transactions_operator(
+        f"formats-{p['n']}-{p['format'].replace('.', '_')}",
         account_ids=[p["account"]],
-        start_time=SPAN_START,
-        end_time=SPAN_END_EXCLUSIVE,
-        lookback=0,
-        max_workers=1,
         file_format=p["format"],
     )
     if p["format"] == "parquet":  # a task that lands Parquet imports pyarrow: not part of the figure
@@ -89,17 +76,8 @@ def run(sizes: Sizes) -> Section:
         f"{sizes.formats_runs} processes each"
     )
     results: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    with sandbox(
-        customers=1,
-        accounts_per_customer=len(counts),
-        transactions_per_account=10,
-        page_size=sizes.page_size,
-    ) as sb:
-        accounts = [a["accountId"] for a in sb.truth_accounts()]
-        per_account = dict(zip(accounts, counts, strict=False))
-        sb.configure(account_transactions=per_account)
-        refresh = sb.grant_consent()
-        env = conn_env(CONN_ID, openbanking_conn(sb.url, refresh, page_size=sizes.page_size))
+    with sized_sandbox(counts, sizes.page_size) as (sb, per_account):
+        env = consent_env(sb, sizes.page_size)
         for rep in range(sizes.formats_runs):
             for account, n in per_account.items():
                 order = FORMATS[rep % 3 :] + FORMATS[: rep % 3]

@@ -19,20 +19,16 @@ import time
 from typing import Any
 
 from benchmarks.common import (
-    CONN_ID,
     FDX,
     RUNS_DIR,
-    SPAN_END_EXCLUSIVE,
     SPAN_LAST_DAY,
     SPAN_START,
     Section,
     Sizes,
-    access_token,
-    conn_env,
-    openbanking_conn,
+    one_account_sandbox,
     run_child,
-    sandbox,
     say,
+    transactions_operator,
 )
 
 DECODE = "JSON decoding (msgspec.json.decode)"
@@ -163,17 +159,7 @@ def child(p: dict[str, Any]) -> dict[str, Any]:
 
     # -- 2. cProfile of the operator ------------------------------------------------------------
     def operator() -> dict[str, Any]:
-        op = OpenBankingTransactionsOperator(
-            task_id="land_transactions",
-            openbanking_conn_id=CONN_ID,
-            destination=str(dest),
-            account_ids=[account],
-            start_time=SPAN_START,
-            end_time=SPAN_END_EXCLUSIVE,
-            lookback=0,
-            max_workers=1,
-        )
-        result: dict[str, Any] = op.execute({})
+        result: dict[str, Any] = transactions_operator(dest.name, account_ids=[account]).execute({})
         return result
 
     operator()  # warm-up (token, imports, sandbox cache)
@@ -241,22 +227,8 @@ def child(p: dict[str, Any]) -> dict[str, Any]:
 def run(sizes: Sizes) -> Section:
     n = sizes.profile_transactions
     say(f"hot path: stages of one page, and cProfile of the operator over {n:,} transactions")
-    with sandbox(
-        customers=1, accounts_per_customer=1, transactions_per_account=n, page_size=sizes.page_size
-    ) as sb:
-        account = sb.truth_accounts()[0]["accountId"]
-        refresh = sb.grant_consent()
-        res = run_child(
-            "benchmarks.hotpath:child",
-            {
-                "env": conn_env(CONN_ID, openbanking_conn(sb.url, refresh, page_size=sizes.page_size)),
-                "url": sb.url,
-                "account": account,
-                "token": access_token(sb.url, refresh),
-                "page_size": sizes.page_size,
-            },
-            log_name="hotpath",
-        )
+    with one_account_sandbox(n, sizes.page_size) as (_sb, params):
+        res = run_child("benchmarks.hotpath:child", params, log_name="hotpath")
     per_page = res["per_page_ms"]
     http = next(v for k, v in per_page.items() if k.startswith("HTTP"))
     lines = [

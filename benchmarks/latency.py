@@ -16,20 +16,17 @@ from typing import Any
 
 from benchmarks.common import (
     CONN_ID,
-    RUNS_DIR,
-    SPAN_END_EXCLUSIVE,
-    SPAN_START,
     Figure,
     Section,
     Sizes,
-    conn_env,
+    consent_env,
     fmt_ratio,
     median,
-    openbanking_conn,
     run_child,
     sandbox,
     say,
     spread,
+    transactions_operator,
 )
 
 TARGET = 5.0
@@ -38,20 +35,11 @@ WORKERS = (1, 8)
 
 def child(p: dict[str, Any]) -> dict[str, Any]:
     from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
-    from airflow_provider_openbanking.operators.openbanking import OpenBankingTransactionsOperator
 
     OpenBankingHook(CONN_ID).get_access_token()  # warm-up: the token is cached for the process
 
     def extract(workers: int) -> dict[str, Any]:
-        op = OpenBankingTransactionsOperator(
-            task_id="land_transactions",
-            openbanking_conn_id=CONN_ID,
-            destination=str(RUNS_DIR / "landing" / f"latency-{workers}"),
-            start_time=SPAN_START,
-            end_time=SPAN_END_EXCLUSIVE,
-            lookback=0,
-            max_workers=workers,
-        )
+        op = transactions_operator(f"latency-{workers}", max_workers=workers)
         t0 = time.perf_counter()
         out = op.execute({})
         return {
@@ -80,13 +68,9 @@ def run(sizes: Sizes) -> Section:
         page_size=sizes.page_size,
         latency_ms=sizes.latency_ms,
     ) as sb:
-        refresh = sb.grant_consent()
         res = run_child(
             "benchmarks.latency:child",
-            {
-                "env": conn_env(CONN_ID, openbanking_conn(sb.url, refresh, page_size=sizes.page_size)),
-                "runs": sizes.latency_runs,
-            },
+            {"env": consent_env(sb, sizes.page_size), "runs": sizes.latency_runs},
             log_name="latency",
             timeout=900,
         )

@@ -25,11 +25,8 @@ import time
 from typing import Any
 
 from benchmarks.common import (
-    CONN_ID,
     FDX,
     HTTP_CONN_ID,
-    RUNS_DIR,
-    SPAN_END_EXCLUSIVE,
     SPAN_LAST_DAY,
     SPAN_START,
     Figure,
@@ -37,12 +34,13 @@ from benchmarks.common import (
     Sizes,
     access_token,
     conn_env,
+    consent_env,
     median,
-    openbanking_conn,
     run_child,
-    sandbox,
     say,
+    sized_sandbox,
     spread,
+    transactions_operator,
 )
 
 TARGET_MB = 15.0
@@ -58,17 +56,9 @@ def child(p: dict[str, Any]) -> dict[str, Any]:
 
     account, kind = p["account"], p["kind"]
     if kind in ("provider", "parquet"):
-        from airflow_provider_openbanking.operators.openbanking import OpenBankingTransactionsOperator
-
-        op: Any = OpenBankingTransactionsOperator(
-            task_id="land_transactions",
-            openbanking_conn_id=CONN_ID,
-            destination=str(RUNS_DIR / "landing" / f"memory-{kind}-{p['n']}"),
+        op: Any = transactions_operator(
+            f"memory-{kind}-{p['n']}",
             account_ids=[account],
-            start_time=SPAN_START,
-            end_time=SPAN_END_EXCLUSIVE,
-            lookback=0,
-            max_workers=1,
             file_format="parquet" if kind == "parquet" else None,
         )
     else:
@@ -112,18 +102,10 @@ def run(sizes: Sizes) -> Section:
         f"provider (jsonl.gz, parquet) vs HttpOperator, {sizes.memory_runs} processes each"
     )
     results: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    with sandbox(
-        customers=1,
-        accounts_per_customer=len(sizes.memory_sizes),
-        transactions_per_account=10,
-        page_size=sizes.page_size,
-    ) as sb:
-        accounts = [a["accountId"] for a in sb.truth_accounts()]
-        per_account = dict(zip(accounts, sizes.memory_sizes, strict=False))
-        sb.configure(account_transactions=per_account)
+    with sized_sandbox(sizes.memory_sizes, sizes.page_size) as (sb, per_account):
         refresh = sb.grant_consent()
         env = {
-            **conn_env(CONN_ID, openbanking_conn(sb.url, refresh, page_size=sizes.page_size)),
+            **consent_env(sb, sizes.page_size, refresh),
             **conn_env(HTTP_CONN_ID, f'{{"conn_type": "http", "host": "{sb.url}"}}'),
         }
         for rep in range(sizes.memory_runs):

@@ -22,22 +22,19 @@ from typing import Any
 from benchmarks.common import (
     CONN_ID,
     FDX,
-    RUNS_DIR,
     SPAN_END_EXCLUSIVE,
     SPAN_LAST_DAY,
     SPAN_START,
     Figure,
     Section,
     Sizes,
-    access_token,
-    conn_env,
     fmt_ratio,
     median,
-    openbanking_conn,
+    one_account_sandbox,
     run_child,
-    sandbox,
     say,
     spread,
+    transactions_operator,
 )
 
 TARGET = 1.10
@@ -52,7 +49,6 @@ def child(p: dict[str, Any]) -> dict[str, Any]:
     import requests
 
     from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
-    from airflow_provider_openbanking.operators.openbanking import OpenBankingTransactionsOperator
 
     url, account, token, page_size = p["url"], p["account"], p["token"], p["page_size"]
     start, last_day, end_exclusive = p.get("window", (SPAN_START, SPAN_LAST_DAY, SPAN_END_EXCLUSIVE))
@@ -88,15 +84,8 @@ def child(p: dict[str, Any]) -> dict[str, Any]:
         return stats.pages, stats.records
 
     def operator() -> tuple[int, int]:
-        op = OpenBankingTransactionsOperator(
-            task_id="land_transactions",
-            openbanking_conn_id=CONN_ID,
-            destination=str(RUNS_DIR / "landing" / "throughput"),
-            account_ids=[account],
-            start_time=start,
-            end_time=end_exclusive,
-            lookback=0,
-            max_workers=1,
+        op = transactions_operator(
+            "throughput", account_ids=[account], start_time=start, end_time=end_exclusive
         )
         out = op.execute({})
         return int(out["pages"]), int(out["records"])
@@ -130,19 +119,8 @@ def child(p: dict[str, Any]) -> dict[str, Any]:
 def run(sizes: Sizes) -> Section:
     n = sizes.throughput_transactions
     say(f"throughput: 1 account x {n:,} transactions, pages of {sizes.page_size}, {sizes.runs} runs")
-    with sandbox(
-        customers=1, accounts_per_customer=1, transactions_per_account=n, page_size=sizes.page_size
-    ) as sb:
-        account = sb.truth_accounts()[0]["accountId"]
-        refresh = sb.grant_consent()
-        params = {
-            "env": conn_env(CONN_ID, openbanking_conn(sb.url, refresh, page_size=sizes.page_size)),
-            "url": sb.url,
-            "account": account,
-            "token": access_token(sb.url, refresh),
-            "page_size": sizes.page_size,
-            "server_pid": sb.pid,
-        }
+    with one_account_sandbox(n, sizes.page_size) as (sb, one_account):
+        params = {**one_account, "server_pid": sb.pid}
         res = run_child("benchmarks.throughput:child", {**params, "runs": sizes.runs}, log_name="throughput")
         # Context: the same two loops over a shorter window with network-like latency added.
         sb.configure(latency_ms=sizes.throughput_latency_ms)

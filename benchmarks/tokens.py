@@ -32,9 +32,8 @@ from benchmarks.common import (
     Figure,
     Section,
     Sizes,
-    conn_env,
+    consent_env,
     median,
-    openbanking_conn,
     run_child,
     sandbox,
     say,
@@ -160,11 +159,10 @@ def run(sizes: Sizes) -> Section:
         latency_ms=sizes.token_latency_ms,
     ) as sb:
         accounts = [a["accountId"] for a in sb.truth_accounts()]
-        refresh = sb.grant_consent()
         res = run_child(
             "benchmarks.tokens:child",
             {
-                "env": conn_env(CONN_ID, openbanking_conn(sb.url, refresh, page_size=sizes.token_page_size)),
+                "env": consent_env(sb, sizes.token_page_size),
                 "url": sb.url,
                 "accounts": accounts,
                 "lifetimes": list(LIFETIMES),

@@ -42,15 +42,15 @@ from airflow.sdk import CronDataIntervalTimetable, Param, TriggerRule, dag, task
 
 from airflow_provider_openbanking.example_dags_support import (
     ACCOUNTS_FILES_ASSET,
-    DEFAULT_CONSENTS_PER_SHARD,
-    POOL,
-    SHARD_WORKERS,
+    SHARD_TASK_LABEL,
     TRANSACTIONS_FILES_ASSET,
     TRANSACTIONS_TABLE_ASSET,
     WAREHOUSE_CONN_ID,
+    default_args,
     load_transactions_shard,
-    resolve_conn_ids,
-    shard_plan,
+    plan_run_shards,
+    shard_operator_args,
+    shard_params,
 )
 from airflow_provider_openbanking.operators.openbanking import (
     OpenBankingAccountsOperator,
@@ -59,7 +59,6 @@ from airflow_provider_openbanking.operators.openbanking import (
 
 #: How far before the interval each run asks for transactions: pending ones post within days.
 LOOKBACK = dt.timedelta(days=14)
-SHARD_LABEL = "{{ task.openbanking_conn_id }} shard {{ task.shard_index }} of {{ task.shard_count }}"
 
 
 @dag(
@@ -71,27 +70,9 @@ SHARD_LABEL = "{{ task.openbanking_conn_id }} shard {{ task.shard_index }} of {{
     catchup=True,
     max_active_runs=3,
     dagrun_timeout=dt.timedelta(hours=6),
-    default_args={
-        "owner": "data-engineering",
-        "retries": 3,
-        "retry_delay": dt.timedelta(minutes=2),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": dt.timedelta(minutes=30),
-    },
+    default_args=default_args(retry_delay=dt.timedelta(minutes=2), max_retry_delay=dt.timedelta(minutes=30)),
     params={
-        "conn_ids": Param(
-            None,
-            type=["null", "array"],
-            items={"type": "string"},
-            description="openbanking connection ids (API clients); every consent of each is covered. "
-            "Empty: the Variable openbanking_conn_ids (JSON list), else ['openbanking_default'].",
-        ),
-        "consents_per_shard": Param(
-            DEFAULT_CONSENTS_PER_SHARD,
-            type="integer",
-            minimum=1,
-            description="About how many consents one shard (one task instance per step) covers.",
-        ),
+        **shard_params("one shard (one task instance per step)"),
         "warehouse_conn_id": Param(
             WAREHOUSE_CONN_ID, type="string", description="SQL connection of the warehouse table."
         ),
@@ -103,8 +84,7 @@ def openbanking_accounts_transactions() -> None:
     @task
     def plan_shards(params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """One entry per shard of every connection's consents."""
-        params = params or {}
-        return shard_plan(resolve_conn_ids(params.get("conn_ids")), params.get("consents_per_shard"))
+        return plan_run_shards(params)
 
     @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[TRANSACTIONS_TABLE_ASSET])
     def table_updated() -> None:
@@ -119,14 +99,9 @@ def openbanking_accounts_transactions() -> None:
     @task_group(group_id="shard")
     def shard(openbanking_conn_id: str, shard_index: int, shard_count: int) -> None:
         """Per shard: land the consents' accounts, then their transactions, then load them."""
-        selection: dict[str, Any] = {
-            "openbanking_conn_id": openbanking_conn_id,
-            "shard_index": shard_index,
-            "shard_count": shard_count,
-            "max_workers": SHARD_WORKERS,
-            "pool": POOL,
-            "map_index_template": SHARD_LABEL,
-        }
+        selection = shard_operator_args(
+            openbanking_conn_id=openbanking_conn_id, shard_index=shard_index, shard_count=shard_count
+        )
         accounts = OpenBankingAccountsOperator(
             task_id="land_accounts", result_type="details", outlets=[ACCOUNTS_FILES_ASSET], **selection
         )
@@ -145,7 +120,7 @@ def openbanking_accounts_transactions() -> None:
             trigger_rule=TriggerRule.ALL_DONE,
             # Overlapping windows of concurrent runs and shards are loaded one at a time.
             max_active_tis_per_dag=1,
-            map_index_template=SHARD_LABEL.replace("task.", ""),
+            map_index_template=SHARD_TASK_LABEL,
         )
         def load(
             openbanking_conn_id: str,

@@ -42,9 +42,11 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_openbanking.consents.health import IDLE_LAPSE_DAYS, IDLE_WARN_DAYS
 from airflow_provider_openbanking.example_dags_support import (
-    DEFAULT_CONSENTS_PER_SHARD,
     POOL,
+    SHARD_TASK_LABEL,
+    default_args,
     resolve_conn_ids,
+    shard_params,
     shard_plan,
 )
 from airflow_provider_openbanking.notifications.log import LogNotifier
@@ -66,25 +68,10 @@ ALERT = LogNotifier(message=ALERT_MESSAGE)
     catchup=False,  # yesterday's health is not worth checking today
     max_active_runs=1,
     dagrun_timeout=dt.timedelta(hours=1),
-    default_args={
-        "owner": "data-engineering",
-        "retries": 1,
-        "retry_delay": dt.timedelta(minutes=5),
-    },
+    # One retry, 5 minutes on, no back-off: a check is cheap and tomorrow's run checks again.
+    default_args=default_args(retries=1, retry_exponential_backoff=False),
     params={
-        "conn_ids": Param(
-            None,
-            type=["null", "array"],
-            items={"type": "string"},
-            description="openbanking connection ids (API clients); every consent of each is checked. "
-            "Empty: the Variable openbanking_conn_ids (JSON list), else ['openbanking_default'].",
-        ),
-        "consents_per_shard": Param(
-            DEFAULT_CONSENTS_PER_SHARD,
-            type="integer",
-            minimum=1,
-            description="About how many consents one check task covers.",
-        ),
+        **shard_params("one check task", verb="checked"),
         "warn_within_days": Param(
             IDLE_WARN_DAYS,
             type="number",
@@ -110,7 +97,7 @@ def openbanking_consent_health() -> None:
 
     @task(
         pool=POOL,
-        map_index_template="{{ openbanking_conn_id }} shard {{ shard_index }} of {{ shard_count }}",
+        map_index_template=SHARD_TASK_LABEL,
     )
     def check_shard(
         openbanking_conn_id: str,

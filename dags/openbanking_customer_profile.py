@@ -22,15 +22,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from airflow.sdk import CronDataIntervalTimetable, Param, TriggerRule, dag, task, task_group
+from airflow.sdk import CronDataIntervalTimetable, TriggerRule, dag, task, task_group
 
 from airflow_provider_openbanking.example_dags_support import (
-    DEFAULT_CONSENTS_PER_SHARD,
-    POOL,
-    SHARD_WORKERS,
+    default_args,
     landed_asset,
-    resolve_conn_ids,
-    shard_plan,
+    plan_run_shards,
+    shard_operator_args,
+    shard_params,
 )
 from airflow_provider_openbanking.operators.openbanking import (
     OpenBankingAccountContactOperator,
@@ -47,27 +46,8 @@ from airflow_provider_openbanking.operators.openbanking import (
     start_date=dt.datetime(2026, 11, 2, tzinfo=dt.timezone.utc),
     catchup=False,
     max_active_runs=1,
-    default_args={
-        "owner": "data-engineering",
-        "retries": 3,
-        "retry_delay": dt.timedelta(minutes=5),
-        "retry_exponential_backoff": True,
-    },
-    params={
-        "conn_ids": Param(
-            None,
-            type=["null", "array"],
-            items={"type": "string"},
-            description="openbanking connection ids (API clients); every consent of each is covered. "
-            "Empty: the Variable openbanking_conn_ids (JSON list), else ['openbanking_default'].",
-        ),
-        "consents_per_shard": Param(
-            DEFAULT_CONSENTS_PER_SHARD,
-            type="integer",
-            minimum=1,
-            description="About how many consents one shard (one task instance per dataset) covers.",
-        ),
-    },
+    default_args=default_args(),
+    params=shard_params("one shard (one task instance per dataset)"),
     tags=["openbanking", "example"],
     doc_md=__doc__,
 )
@@ -75,21 +55,14 @@ def openbanking_customer_profile() -> None:
     @task
     def plan_shards(params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """One entry per shard of every connection's consents."""
-        params = params or {}
-        return shard_plan(resolve_conn_ids(params.get("conn_ids")), params.get("consents_per_shard"))
+        return plan_run_shards(params)
 
     @task_group(group_id="shard")
     def shard(openbanking_conn_id: str, shard_index: int, shard_count: int) -> None:
         """Per shard: land the profile datasets of its consents, in parallel."""
-        common: dict[str, Any] = {
-            "openbanking_conn_id": openbanking_conn_id,
-            "shard_index": shard_index,
-            "shard_count": shard_count,
-            "max_workers": SHARD_WORKERS,
-            "pool": POOL,
-            "map_index_template": "{{ task.openbanking_conn_id }} shard {{ task.shard_index }} of "
-            "{{ task.shard_count }}",
-        }
+        common = shard_operator_args(
+            openbanking_conn_id=openbanking_conn_id, shard_index=shard_index, shard_count=shard_count
+        )
         OpenBankingCustomerOperator(task_id="land_customer", outlets=[landed_asset("customer")], **common)
         OpenBankingAccountContactOperator(
             task_id="land_contacts", outlets=[landed_asset("contacts")], **common

@@ -20,15 +20,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from airflow.sdk import CronDataIntervalTimetable, Param, TriggerRule, dag, task
+from airflow.sdk import CronDataIntervalTimetable, TriggerRule, dag, task
 
 from airflow_provider_openbanking.example_dags_support import (
-    DEFAULT_CONSENTS_PER_SHARD,
-    POOL,
-    SHARD_WORKERS,
+    default_args,
     landed_asset,
-    resolve_conn_ids,
-    shard_plan,
+    plan_run_shards,
+    shard_operator_args,
+    shard_params,
 )
 from airflow_provider_openbanking.operators.openbanking import OpenBankingStatementsOperator
 
@@ -40,27 +39,8 @@ from airflow_provider_openbanking.operators.openbanking import OpenBankingStatem
     start_date=dt.datetime(2026, 9, 1, tzinfo=dt.timezone.utc),
     catchup=True,
     max_active_runs=1,
-    default_args={
-        "owner": "data-engineering",
-        "retries": 3,
-        "retry_delay": dt.timedelta(minutes=5),
-        "retry_exponential_backoff": True,
-    },
-    params={
-        "conn_ids": Param(
-            None,
-            type=["null", "array"],
-            items={"type": "string"},
-            description="openbanking connection ids (API clients); every consent of each is covered. "
-            "Empty: the Variable openbanking_conn_ids (JSON list), else ['openbanking_default'].",
-        ),
-        "consents_per_shard": Param(
-            DEFAULT_CONSENTS_PER_SHARD,
-            type="integer",
-            minimum=1,
-            description="About how many consents one shard (one task instance) covers.",
-        ),
-    },
+    default_args=default_args(),
+    params=shard_params("one shard (one task instance)"),
     tags=["openbanking", "example"],
     doc_md=__doc__,
 )
@@ -68,16 +48,13 @@ def openbanking_statements() -> None:
     @task
     def plan_shards(params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """One entry per shard of every connection's consents."""
-        params = params or {}
-        return shard_plan(resolve_conn_ids(params.get("conn_ids")), params.get("consents_per_shard"))
+        return plan_run_shards(params)
 
     statements = OpenBankingStatementsOperator.partial(
         task_id="land_statements",
         download=True,
-        max_workers=SHARD_WORKERS,
-        pool=POOL,
         outlets=[landed_asset("statements"), landed_asset("statement_files")],
-        map_index_template="{{ task.openbanking_conn_id }} shard {{ task.shard_index }} of {{ task.shard_count }}",
+        **shard_operator_args(),
     ).expand_kwargs(plan_shards())
 
     @task(trigger_rule=TriggerRule.NONE_FAILED)

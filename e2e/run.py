@@ -403,25 +403,6 @@ def check_warehouse(
     )
 
 
-#: The warehouse table as the provider created it before consents (0.x: key without consent_id).
-LEGACY_DDL = """CREATE TABLE openbanking_transactions (
-    conn_id VARCHAR(250) NOT NULL,
-    account_id VARCHAR(250) NOT NULL,
-    transaction_id VARCHAR(250) NOT NULL,
-    window_date VARCHAR(10) NOT NULL,
-    status VARCHAR(32),
-    posted_timestamp VARCHAR(40),
-    transaction_timestamp VARCHAR(40),
-    amount NUMERIC(18, 2),
-    signed_amount NUMERIC(18, 2),
-    debit_credit_memo VARCHAR(16),
-    description VARCHAR(1000),
-    category VARCHAR(250),
-    account_category VARCHAR(40),
-    reference_transaction_id VARCHAR(250),
-    record TEXT,
-    PRIMARY KEY (conn_id, account_id, transaction_id)
-)"""
 #: A connection no run covers: its old row must survive the migration, as consent ``default``.
 LEGACY_CONN = "openbanking_retired"
 
@@ -434,10 +415,12 @@ def seed_legacy_table(
     The first load must migrate it (issue 14) on this real PostgreSQL."""
     import psycopg2
 
+    from airflow_provider_openbanking.warehouse import LEGACY_0X_DDL
+
     conn_id = next(iter(consents))
     day = (dates[0] - dt.timedelta(days=1)).date().isoformat()
     with contextlib.closing(psycopg2.connect(url)) as db, db.cursor() as cur:
-        cur.execute(LEGACY_DDL)
+        cur.execute(LEGACY_0X_DDL)
         cur.executemany(
             "INSERT INTO openbanking_transactions (conn_id, account_id, transaction_id, window_date, status, amount)"
             " VALUES (%s, %s, %s, %s, 'POSTED', 1.00)",

@@ -13,7 +13,9 @@ from airflow_provider_openbanking.batch import (
     ConsentOutcome,
     check_map_length,
     check_shard,
+    mapped_results,
     parse_consent_ids,
+    parse_id_list,
     reason_code,
     select_consents,
     shard_count_for,
@@ -64,6 +66,30 @@ def test_shards_partition_the_consents() -> None:
     assert sorted(c for part in parts for c in part) == sorted(ids)
     assert sum(len(p) for p in parts) == len(ids)
     assert shard_count_for(0, 300) == 1 and shard_count_for(301, 300) == 2
+
+
+def test_one_id_list_parser_names_the_field_it_reads() -> None:
+    from airflow_provider_openbanking.example_dags_support import parse_conn_ids
+
+    for parse in (parse_id_list, parse_consent_ids, parse_conn_ids):
+        assert parse(' ["b", "a ", "b"] ') == ["b", "a"]
+        assert parse("b, a,b") == ["b", "a"] and parse(("a",)) == ["a"]
+    assert parse_id_list(None) is None and parse_conn_ids(None) == [] and parse_conn_ids("") == []
+    with pytest.raises(ValueError, match=r"^conn_ids is not a JSON list: '\[nope'$"):
+        parse_conn_ids("[nope")
+    with pytest.raises(ValueError, match=r"^conn_ids must be a list of strings, got dict$"):
+        parse_conn_ids({"a": 1})
+    with pytest.raises(ValueError, match=r"^a connection id must be a non-empty string, got 3$"):
+        parse_conn_ids(["a", 3])
+    with pytest.raises(ValueError, match=r"^shards must be a list of strings, got int$"):
+        parse_id_list(7, field="shards", item="shard")
+
+
+def test_mapped_results_reads_every_shape_airflow_hands_over() -> None:
+    one = {"conn_id": "a"}
+    assert mapped_results(None) == [] and mapped_results(one) == [one]
+    assert mapped_results([one, None, {}, "not a result", {"conn_id": "b"}]) == [one, {"conn_id": "b"}]
+    assert mapped_results(({"conn_id": "c"},)) == [{"conn_id": "c"}]
 
 
 def test_selection_defaults_and_errors() -> None:

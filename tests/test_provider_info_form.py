@@ -6,6 +6,7 @@ a real ``airflow api-server``); these fast checks keep the declaration honest.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,6 +32,19 @@ def documented_extras() -> set[str]:
     return names
 
 
+def form_connection(extra: Any) -> Any:
+    """A connection as the form saves it, with ``extra`` (its JSON text, or a dict)."""
+    return SimpleNamespace(
+        conn_id="ob_form",
+        host="https://ob.flinksapp.com",
+        schema=None,
+        port=None,
+        login="client",
+        password="secret",
+        extra=extra,
+    )
+
+
 def test_every_documented_extra_has_a_form_field():
     documented = documented_extras()
     assert {"refresh_token", "provider_id", "timeout", "verify", "use_pkce", "max_elapsed"} <= documented
@@ -39,6 +53,27 @@ def test_every_documented_extra_has_a_form_field():
 
 def test_the_form_and_the_parser_know_the_same_extras():
     assert set(CONN_FIELDS) == set(KNOWN_EXTRAS)
+
+
+def test_every_extra_the_parser_reads_is_known_and_has_a_form_field():
+    """The extras ``parse_connection`` actually looks up (recorded while it parses), not only the
+    list it declares: a new extra read without a form field fails here."""
+
+    class Recording(dict[str, Any]):
+        read: set[str] = set()
+
+        def get(self, key: Any, default: Any = None) -> Any:
+            self.read.add(str(key).removeprefix("extra__openbanking__"))
+            return super().get(key, default)
+
+        def __getitem__(self, key: Any) -> Any:
+            self.read.add(str(key).removeprefix("extra__openbanking__"))
+            return super().__getitem__(key)
+
+    parse_connection(form_connection(Recording()))
+    assert {"refresh_token", "max_pages", "max_requests_per_second", "consent_store"} <= Recording.read
+    assert Recording.read - set(KNOWN_EXTRAS) == set()
+    assert Recording.read - set(CONN_FIELDS) == set()
 
 
 def test_the_connection_type_declares_the_fields():
@@ -77,19 +112,8 @@ def test_booleans_and_numbers_are_typed():
 def test_an_untouched_new_form_means_the_defaults():
     """What the Add form puts in the Extra JSON parses to the same settings as no extras at all."""
 
-    def conn(extra: dict[str, Any]) -> Any:
-        import json
-
-        return SimpleNamespace(
-            conn_id="ob_form",
-            host="https://ob.flinksapp.com",
-            schema=None,
-            port=None,
-            login="client",
-            password="secret",
-            extra=json.dumps(extra),
-        )
-
-    from_form = parse_connection(conn({n: f["schema"]["default"] for n, f in CONN_FIELDS.items()}))
-    from_nothing = parse_connection(conn({}))
+    from_form = parse_connection(
+        form_connection(json.dumps({n: f["schema"]["default"] for n, f in CONN_FIELDS.items()}))
+    )
+    from_nothing = parse_connection(form_connection(json.dumps({})))
     assert from_form == from_nothing

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
+from airflow_provider_openbanking.batch import mapped_results
 from airflow_provider_openbanking.consents.record import (
     DEFAULT_CONSENT_ID,
     REVOKED,
@@ -607,8 +608,6 @@ def check_connection_health(
     ``conn_id``, ``path``, ``checked``, ``healthy`` (consent ids), ``unhealthy`` (summary lines),
     ``warnings``, ``states`` (consent id -> state).
     """
-    from airflow_provider_openbanking.landing import write_jsonl
-
     conn_id = hook.openbanking_conn_id
     try:
         ids = list(consent_ids) if consent_ids is not None else hook.consent_ids()
@@ -628,6 +627,16 @@ def check_connection_health(
             for cid in ids
         ]
     path = health_record_path(conn_id, interval_start, interval_end, destination)
+    return land_health_records(conn_id, path, records)
+
+
+def land_health_records(conn_id: str, path: Any, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Land one connection's health ``records`` at ``path`` (one JSON Lines file, atomically: a
+    rerun replaces it) and return the small result :func:`summarize_health` reads: ``conn_id``,
+    ``path``, ``checked``, ``healthy`` (consent ids), ``unhealthy`` (summary lines), ``warnings``,
+    ``states`` (consent id -> state) -- no record bodies."""
+    from airflow_provider_openbanking.landing import write_jsonl
+
     write_jsonl(path, records)
     return {
         "conn_id": conn_id,
@@ -684,16 +693,6 @@ class HealthSummary:
         }
 
 
-def _as_records(results: Any) -> list[Mapping[str, Any]]:
-    if results is None:
-        return []
-    if isinstance(results, Mapping):  # one mapped task instance's value, handed over as is
-        return [results]
-    if isinstance(results, Sequence) and not isinstance(results, (str, bytes)):
-        results = results[:]  # one request for a LazyXComSequence, not one per item plus a miss
-    return [r for r in results if isinstance(r, Mapping)]
-
-
 def summarize_health(results: Any, conn_ids: Iterable[str] | None) -> HealthSummary:
     """Judge what the check tasks returned (XCom values; failed tasks have none).
 
@@ -702,7 +701,7 @@ def summarize_health(results: Any, conn_ids: Iterable[str] | None) -> HealthSumm
     result is unhealthy (its check task failed).
     """
     by_conn: dict[str, list[Mapping[str, Any]]] = {}
-    for result in _as_records(results):
+    for result in mapped_results(results):
         by_conn.setdefault(str(result.get("conn_id")), []).append(result)
     ids = tuple(dict.fromkeys([*(conn_ids or []), *by_conn]))
     healthy: list[str] = []
@@ -752,5 +751,6 @@ __all__ = [
     "health_record",
     "health_record_path",
     "idle_days",
+    "land_health_records",
     "summarize_health",
 ]

@@ -234,12 +234,15 @@ class _CachedTokenSource:
         return self.current().token
 
     def invalidate(self, token: str) -> None:
+        # Under the lock, and the refused token marked before it leaves the cache: otherwise a
+        # thread that misses the cache in between could take the same token back from the
+        # consent store, cache it, and hand it to this thread's replay.
         with _lock_for(self.key):
+            if self.on_invalidate is not None:
+                self.on_invalidate(token)
             cached = _CACHE.get(self.key)
             if cached is not None and cached.token == token:
                 del _CACHE[self.key]
-        if self.on_invalidate is not None:
-            self.on_invalidate(token)
 
 
 class OpenBankingHook(BaseHook):

@@ -23,13 +23,15 @@ The XCom return value is small (never records, never tokens)::
      "file_format": "jsonl.gz",
      "paths": ["file:///…/account_id=acc-1.jsonl.gz", …],
      "records": 812, "pages": 10,
+     "dropped": 0,   # records the server sent unasked (other accounts, dates outside the window)
      "consents": {"selected": 300, "landed": 298, "resumed": 0, "failed": 2},
-     "counts": {"files": 1490, "blobs": 0, "records": …, "pages": …, "accounts_skipped": 3, …},
+     "counts": {"files": 1490, "blobs": 0, "records": …, "pages": …, "dropped": 0,
+                "accounts_skipped": 3, …},
      "failed": {"cust-17": "602", "cust-90": "transient_503"},     # at most 50 ids
      "manifest": "file:///…/_manifests/transactions/…/shard=0003-of-0034.jsonl",   # batches only
      # and, when the task covers exactly one consent, the details as before:
      "consent_id": "default", "paths": ["file:///…/account_id=acc-1.jsonl", …],
-     "accounts": {"acc-1": {"records": 406, "pages": 5, "path": "file:///…"}, …},
+     "accounts": {"acc-1": {"records": 406, "pages": 5, "dropped": 0, "path": "file:///…"}, …},
      "skipped": {"acc-9": "704 Account type not supported"},
      "files": [...]}                                                # statement files (statements)
 """
@@ -75,6 +77,13 @@ from airflow_provider_openbanking.landing import (
     open_records_writer,
     require_pyarrow,
     resolve_file_format,
+)
+from airflow_provider_openbanking.operators._batch_args import (
+    ACCOUNT_IDS_DOC,
+    ACCOUNTS_FROM_LANDING_DOC,
+    CONSENTS_DOC,
+    operator_doc,
+    shared_arguments,
 )
 from airflow_provider_openbanking.pagination import PageStats
 
@@ -310,14 +319,15 @@ class _OpenBankingBaseOperator(BaseOperator):
             for record in fetch(stats, self._progress(label, started)):
                 writer.write_record(self.prepare(record, account_id))
         self.log.info(
-            "%s: %d record(s) in %d page(s) in %.1f s -> %s",
+            "%s: %d record(s) in %d page(s) in %.1f s -> %s%s",
             label,
             writer.records,
             stats.pages,
             time.monotonic() - started,
             path,
+            f" ({stats.dropped} record(s) the server sent unasked left out)" if stats.dropped else "",
         )
-        return Landed(str(path), account_id, writer.records, stats.pages)
+        return Landed(str(path), account_id, writer.records, stats.pages, dropped=stats.dropped)
 
     def land_one(
         self,
@@ -382,13 +392,7 @@ class OpenBankingProvidersOperator(_OpenBankingBaseOperator):
         end_time: DateArg = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            openbanking_conn_id=openbanking_conn_id,
-            destination=destination,
-            start_time=start_time,
-            end_time=end_time,
-            **kwargs,
-        )
+        super().__init__(**shared_arguments(locals()), **kwargs)
 
     def execute(self, context: Context) -> dict[str, Any]:
         start, end = self.resolve_interval(context)
@@ -417,6 +421,7 @@ class OpenBankingProvidersOperator(_OpenBankingBaseOperator):
             "paths": [landed.path],
             "records": landed.records,
             "pages": landed.pages,
+            "dropped": landed.dropped,
             "skipped": {},
         }
 
@@ -558,6 +563,7 @@ class _ConsentBatchOperator(_OpenBankingBaseOperator):
         self._landed_files = [x.path for x in landed if x.kind == "file"]
         summary = self._header(start, end)
         summary["records"], summary["pages"] = result.records, result.pages
+        summary["dropped"] = result.dropped
         summary.update(summarize(result))
         if batched:
             summary["manifest"] = self._write_manifest(layout, result, start, end)
@@ -583,7 +589,7 @@ class _ConsentBatchOperator(_OpenBankingBaseOperator):
         out: dict[str, Any] = {"consent_id": outcome.consent_id, "paths": sorted(x.path for x in records)}
         if self.per_account:
             out["accounts"] = {
-                x.account_id: {"records": x.records, "pages": x.pages, "path": x.path}
+                x.account_id: {"records": x.records, "pages": x.pages, "dropped": x.dropped, "path": x.path}
                 for x in sorted(records, key=lambda x: str(x.account_id))
                 if x.account_id is not None
             }
@@ -847,21 +853,6 @@ class _PerAccountOperator(_AccountsArgOperator):
 # The operators
 # ---------------------------------------------------------------------------------------------
 
-_COMMON_DOC = """
-    :param openbanking_conn_id: the ``openbanking`` connection (the API client). (templated)
-    :param consent_ids: consents of the connection to cover; default its ``default`` consent. (templated)
-    :param shard_index: cover shard ``shard_index`` of ``shard_count`` of the connection's consents
-        (stable hash of the consent id) instead of ``consent_ids``. (templated)
-    :param shard_count: the number of shards. (templated)
-    :param destination: ``ObjectStoragePath`` or URL files land under; default
-        ``[openbanking] landing_destination``. (templated)
-    :param start_time: start of the data interval; default the run's. (templated)
-    :param end_time: end of the data interval (exclusive); default the run's. (templated)
-    :param max_workers: threads across consents x accounts in this task.
-    :param include_full_account_number: land full account numbers instead of masking them.
-    :param resume: on a retry of the same run, keep what an earlier try landed (batches only).
-"""
-
 
 class OpenBankingAccountsOperator(_AccountsArgOperator):
     """Land each consent's accounts (``/accounts``, or ``/accounts/{id}`` per account).
@@ -876,7 +867,7 @@ class OpenBankingAccountsOperator(_AccountsArgOperator):
     ``accounts/conn_id=…/consent_id=…/interval=…/accounts.jsonl``.
     """
 
-    __doc__ = (__doc__ or "") + _COMMON_DOC
+    __doc__ = operator_doc(__doc__, CONSENTS_DOC)
     dataset = "accounts"
     template_fields: Sequence[str] = (*_AccountsArgOperator.template_fields, "result_type")
 
@@ -897,20 +888,7 @@ class OpenBankingAccountsOperator(_AccountsArgOperator):
         resume: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            openbanking_conn_id=openbanking_conn_id,
-            account_ids=account_ids,
-            consent_ids=consent_ids,
-            shard_index=shard_index,
-            shard_count=shard_count,
-            destination=destination,
-            start_time=start_time,
-            end_time=end_time,
-            max_workers=max_workers,
-            include_full_account_number=include_full_account_number,
-            resume=resume,
-            **kwargs,
-        )
+        super().__init__(**shared_arguments(locals()), **kwargs)
         if _literal(result_type) and result_type not in ("lightweight", "details"):
             raise ValueError(f"result_type must be 'lightweight' or 'details', got {result_type!r}")
         self.result_type = result_type
@@ -960,12 +938,9 @@ class OpenBankingTransactionsOperator(_PerAccountOperator):
     ``transactions/conn_id=…/consent_id=…/interval=…/account_id=….jsonl``.
 
     :param lookback: how far before ``start_time`` to query (``timedelta`` or days; default 14 days).
-    :param account_ids: accounts to fetch for every consent; default all of each consent. (templated)
-    :param accounts_from_landing: read each consent's account ids from the accounts file landed
-        for the same interval (no ``/accounts`` request); fall back to the API without one.
     """
 
-    __doc__ = (__doc__ or "") + _COMMON_DOC
+    __doc__ = operator_doc(__doc__, ACCOUNT_IDS_DOC, ACCOUNTS_FROM_LANDING_DOC, CONSENTS_DOC)
     dataset = "transactions"
 
     def __init__(
@@ -986,21 +961,7 @@ class OpenBankingTransactionsOperator(_PerAccountOperator):
         resume: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            openbanking_conn_id=openbanking_conn_id,
-            account_ids=account_ids,
-            accounts_from_landing=accounts_from_landing,
-            consent_ids=consent_ids,
-            shard_index=shard_index,
-            shard_count=shard_count,
-            destination=destination,
-            start_time=start_time,
-            end_time=end_time,
-            max_workers=max_workers,
-            include_full_account_number=include_full_account_number,
-            resume=resume,
-            **kwargs,
-        )
+        super().__init__(**shared_arguments(locals()), **kwargs)
         self.lookback = lookback if isinstance(lookback, dt.timedelta) else dt.timedelta(days=lookback)
         if self.lookback < dt.timedelta(0):
             raise ValueError(f"lookback must not be negative, got {lookback!r}")
@@ -1036,11 +997,9 @@ class OpenBankingStatementsOperator(_PerAccountOperator):
 
     :param download: also download each statement's file.
     :param accept: the file type asked for (``application/pdf`` by default, or ``image/*``).
-    :param account_ids: accounts to cover for every consent; default all of each consent. (templated)
-    :param accounts_from_landing: read each consent's account ids from the landed accounts file.
     """
 
-    __doc__ = (__doc__ or "") + _COMMON_DOC
+    __doc__ = operator_doc(__doc__, ACCOUNT_IDS_DOC, ACCOUNTS_FROM_LANDING_DOC, CONSENTS_DOC)
     dataset = "statements"
 
     def __init__(
@@ -1062,21 +1021,7 @@ class OpenBankingStatementsOperator(_PerAccountOperator):
         resume: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            openbanking_conn_id=openbanking_conn_id,
-            account_ids=account_ids,
-            accounts_from_landing=accounts_from_landing,
-            consent_ids=consent_ids,
-            shard_index=shard_index,
-            shard_count=shard_count,
-            destination=destination,
-            start_time=start_time,
-            end_time=end_time,
-            max_workers=max_workers,
-            include_full_account_number=include_full_account_number,
-            resume=resume,
-            **kwargs,
-        )
+        super().__init__(**shared_arguments(locals()), **kwargs)
         self.download = download
         self.accept = accept
 
@@ -1131,12 +1076,9 @@ class OpenBankingAccountContactOperator(_PerAccountOperator):
     """Land each account's holders, emails, addresses and telephones (``/accounts/{accountId}/contact``).
 
     One file per account holding one record, tagged with ``accountId``.
-
-    :param account_ids: accounts to cover for every consent; default all of each consent. (templated)
-    :param accounts_from_landing: read each consent's account ids from the landed accounts file.
     """
 
-    __doc__ = (__doc__ or "") + _COMMON_DOC
+    __doc__ = operator_doc(__doc__, ACCOUNT_IDS_DOC, ACCOUNTS_FROM_LANDING_DOC, CONSENTS_DOC)
     dataset = "contacts"
 
     def __init__(
@@ -1156,21 +1098,7 @@ class OpenBankingAccountContactOperator(_PerAccountOperator):
         resume: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            openbanking_conn_id=openbanking_conn_id,
-            account_ids=account_ids,
-            accounts_from_landing=accounts_from_landing,
-            consent_ids=consent_ids,
-            shard_index=shard_index,
-            shard_count=shard_count,
-            destination=destination,
-            start_time=start_time,
-            end_time=end_time,
-            max_workers=max_workers,
-            include_full_account_number=include_full_account_number,
-            resume=resume,
-            **kwargs,
-        )
+        super().__init__(**shared_arguments(locals()), **kwargs)
 
     def land_account(self, task: ConsentTask, account_id: str) -> None:
         hook = task.hook
@@ -1190,12 +1118,9 @@ class OpenBankingPaymentNetworksOperator(_PerAccountOperator):
     Records are tagged with ``accountId``. Their ``identifier`` is the full account number, so it is
     masked like ``accountNumber`` unless ``include_full_account_number=True``. Accounts without
     payment networks (704) are skipped and reported.
-
-    :param account_ids: accounts to cover for every consent; default all of each consent. (templated)
-    :param accounts_from_landing: read each consent's account ids from the landed accounts file.
     """
 
-    __doc__ = (__doc__ or "") + _COMMON_DOC
+    __doc__ = operator_doc(__doc__, ACCOUNT_IDS_DOC, ACCOUNTS_FROM_LANDING_DOC, CONSENTS_DOC)
     dataset = "payment_networks"
 
     def __init__(
@@ -1215,21 +1140,7 @@ class OpenBankingPaymentNetworksOperator(_PerAccountOperator):
         resume: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            openbanking_conn_id=openbanking_conn_id,
-            account_ids=account_ids,
-            accounts_from_landing=accounts_from_landing,
-            consent_ids=consent_ids,
-            shard_index=shard_index,
-            shard_count=shard_count,
-            destination=destination,
-            start_time=start_time,
-            end_time=end_time,
-            max_workers=max_workers,
-            include_full_account_number=include_full_account_number,
-            resume=resume,
-            **kwargs,
-        )
+        super().__init__(**shared_arguments(locals()), **kwargs)
 
     def prepare(self, record: Mapping[str, Any], account_id: str | None = None) -> Mapping[str, Any]:
         tagged = {"accountId": account_id, **record} if account_id is not None else dict(record)
@@ -1256,7 +1167,7 @@ class OpenBankingCustomerOperator(_ConsentBatchOperator):
     """Land the customer who gave each consent (``/customers/current``): one file, one record, per
     consent."""
 
-    __doc__ = (__doc__ or "") + _COMMON_DOC
+    __doc__ = operator_doc(__doc__, CONSENTS_DOC)
     dataset = "customer"
 
     def __init__(
@@ -1274,19 +1185,7 @@ class OpenBankingCustomerOperator(_ConsentBatchOperator):
         resume: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            openbanking_conn_id=openbanking_conn_id,
-            consent_ids=consent_ids,
-            shard_index=shard_index,
-            shard_count=shard_count,
-            destination=destination,
-            start_time=start_time,
-            end_time=end_time,
-            max_workers=max_workers,
-            include_full_account_number=include_full_account_number,
-            resume=resume,
-            **kwargs,
-        )
+        super().__init__(**shared_arguments(locals()), **kwargs)
 
     def land_unit(self, task: ConsentTask, unit: str | None) -> None:
         task.outcome.add(
@@ -1295,15 +1194,18 @@ class OpenBankingCustomerOperator(_ConsentBatchOperator):
 
 
 class OpenBankingHoldingsOperator(_AccountsArgOperator):
-    """Land the holdings of the investment accounts (``holdings[]`` of ``/accounts?resultType=details``).
+    """Land the holdings of the investment accounts (``holdings[]`` of each account's details).
+
+    The accounts are listed with ``/accounts?resultType=details``; an investment account listed
+    without holdings -- FDX 5.3 keeps them only on ``/accounts/{accountId}`` -- is read by id, so
+    every holding lands from a Flinks or a strict FDX server alike
+    (:meth:`~airflow_provider_openbanking.hooks.openbanking.OpenBankingHook.iter_holdings`).
 
     One file per consent for all its accounts, each holding tagged with its ``accountId``:
     ``holdings/conn_id=…/consent_id=…/interval=…/holdings.jsonl``.
-
-    :param account_ids: accounts to cover for every consent; default all of each consent. (templated)
     """
 
-    __doc__ = (__doc__ or "") + _COMMON_DOC
+    __doc__ = operator_doc(__doc__, ACCOUNT_IDS_DOC, CONSENTS_DOC)
     dataset = "holdings"
 
     def __init__(
@@ -1322,20 +1224,7 @@ class OpenBankingHoldingsOperator(_AccountsArgOperator):
         resume: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            openbanking_conn_id=openbanking_conn_id,
-            account_ids=account_ids,
-            consent_ids=consent_ids,
-            shard_index=shard_index,
-            shard_count=shard_count,
-            destination=destination,
-            start_time=start_time,
-            end_time=end_time,
-            max_workers=max_workers,
-            include_full_account_number=include_full_account_number,
-            resume=resume,
-            **kwargs,
-        )
+        super().__init__(**shared_arguments(locals()), **kwargs)
 
     def land_unit(self, task: ConsentTask, unit: str | None) -> None:
         selected = self.selected_account_ids()

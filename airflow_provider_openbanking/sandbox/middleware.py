@@ -122,6 +122,16 @@ def _client_of(scope: Scope, sb: Sandbox) -> str | None:
     return None
 
 
+def _expire_presented_token(scope: Scope, sb: Sandbox) -> None:
+    """Expire the bearer token a request carries (if any)."""
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            auth = value.decode("latin-1")
+            if auth[:7].lower() == "bearer ":
+                sb.expire_access_token(auth[7:].strip())
+            return
+
+
 def _is_json(start: Message) -> bool:
     for name, value in start.get("headers", []):
         if name.lower() == b"content-type":
@@ -220,6 +230,11 @@ class SandboxMiddleware:
                 has_offset = _has_offset(scope)
                 loopable = method == "GET" and template in PAGINATED and has_offset
                 fault = sb.take_fault(method, path, loopable, has_offset)
+                if fault is not None and fault["kind"] == "expire_token":
+                    # The bank kills the presented token just before this request reaches it: the
+                    # real authorization check then answers 401, as for any token that died early.
+                    _expire_presented_token(scope, sb)
+                    fault = None
                 if fault is not None and fault["kind"] not in ALTERING_FAULTS:
                     await self._fault(fault, send, extra)
                     return

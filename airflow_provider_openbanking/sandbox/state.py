@@ -30,7 +30,7 @@ SCOPES = (
 )
 GRANT_TYPES = ("client_credentials", "authorization_code", "refresh_token")
 CONSENT_MODES = ("approve", "deny", "prompt")
-FAULT_KINDS = ("status", "drop", "malformed", "html", "repeat_offset", "oversized", "corrupt")
+FAULT_KINDS = ("status", "drop", "malformed", "html", "repeat_offset", "oversized", "corrupt", "expire_token")
 DEMO_CLIENT_ID = "demo-client"
 DEMO_CLIENT_SECRET = "demo-secret"
 PROVIDERS = (
@@ -531,6 +531,14 @@ class Sandbox:
         by_client = self.counters["rate_limited_by_client"]
         by_client[client_id] = by_client.get(client_id, 0) + 1
         return (1.0 - tokens) / rps
+
+    def expire_access_token(self, token: str) -> bool:
+        """Expire one access token now (the ``expire_token`` fault): its next use answers 401."""
+        at = self.access_tokens.get(token)
+        if at is None:
+            return False
+        at.expires_at = 0.0
+        return True
 
     # ---- faults -----------------------------------------------------------------------------
 

@@ -169,6 +169,9 @@ def test_every_customer_dag_maps_over_shards(dagbag: Any) -> None:
         dag = dagbag.get_dag(dag_id)
         assert "plan_shards" in dag.task_dict, dag_id
         assert dag.params["consents_per_shard"] >= 100, dag_id
+        assert dag.params["conn_ids"] is None, dag_id  # no Variable read when the DAG is parsed
+        assert "openbanking_conn_ids" in dag.params.get_param("conn_ids").description, dag_id
+        assert dag.default_args["owner"] == "data-engineering", dag_id
         unmapped = [
             t.task_id
             for t in dag.tasks
@@ -178,6 +181,32 @@ def test_every_customer_dag_maps_over_shards(dagbag: Any) -> None:
         for task in dag.tasks:
             if _is_api_task(task):
                 assert task.is_mapped or task.get_closest_mapped_task_group() is not None, (dag_id, task)
+
+
+def test_the_shared_dag_pieces_are_fresh_and_take_overrides() -> None:
+    from airflow_provider_openbanking.example_dags_support import (
+        POOL,
+        SHARD_LABEL,
+        SHARD_WORKERS,
+        default_args,
+        shard_operator_args,
+        shard_params,
+    )
+
+    first = default_args()
+    first["retries"] = 99  # what one DAG does to its dict does not reach another's
+    assert default_args()["retries"] == 3 and default_args(retries=1)["retries"] == 1
+    assert default_args(retries=1)["owner"] == "data-engineering"
+    params = shard_params("one check task", verb="checked")
+    assert set(params) == {"conn_ids", "consents_per_shard"}
+    assert "every consent of each is checked" in params["conn_ids"].description
+    assert params["consents_per_shard"].description == "About how many consents one check task covers."
+    assert shard_operator_args(shard_index=2) == {
+        "shard_index": 2,
+        "max_workers": SHARD_WORKERS,
+        "pool": POOL,
+        "map_index_template": SHARD_LABEL,
+    }
 
 
 def test_summary_dag_is_scheduled_on_the_transactions_asset(dagbag: Any) -> None:

@@ -15,31 +15,13 @@ import pytest
 from airflow_provider_openbanking.example_dags_support import load_transactions_shard, shard_manifest
 from airflow_provider_openbanking.landing import write_jsonl
 from airflow_provider_openbanking.warehouse import (
+    LEGACY_0X_DDL,
     MigrationRequiredError,
     TransactionsWarehouse,
     Window,
 )
 
 UTC = dt.timezone.utc
-
-OLD_DDL = """CREATE TABLE openbanking_transactions (
-    conn_id VARCHAR(250) NOT NULL,
-    account_id VARCHAR(250) NOT NULL,
-    transaction_id VARCHAR(250) NOT NULL,
-    window_date VARCHAR(10) NOT NULL,
-    status VARCHAR(32),
-    posted_timestamp VARCHAR(40),
-    transaction_timestamp VARCHAR(40),
-    amount NUMERIC(18, 2),
-    signed_amount NUMERIC(18, 2),
-    debit_credit_memo VARCHAR(16),
-    description VARCHAR(1000),
-    category VARCHAR(250),
-    account_category VARCHAR(40),
-    reference_transaction_id VARCHAR(250),
-    record TEXT,
-    PRIMARY KEY (conn_id, account_id, transaction_id)
-)"""
 
 
 def posted(account: str, txn_id: str, day: str, amount: float) -> dict[str, Any]:
@@ -97,7 +79,7 @@ def table_rows(wh: TransactionsWarehouse) -> list[tuple[Any, ...]]:
 
 
 def run_migration_case(wh: TransactionsWarehouse, execute: Any) -> None:
-    execute(OLD_DDL)
+    execute(LEGACY_0X_DDL)
     execute(
         "INSERT INTO openbanking_transactions (conn_id, account_id, transaction_id, window_date, amount) "
         "VALUES ('c', 'acc-1', 't1', '2026-11-05', 5)"
@@ -152,7 +134,7 @@ def test_postgres_table_of_the_old_schema_is_migrated_on_first_load(pg_conn: str
 
 def test_without_create_table_the_load_names_the_statements_to_run(sqlite_db: Path) -> None:
     with sqlite3.connect(sqlite_db) as conn:
-        conn.execute(OLD_DDL)
+        conn.execute(LEGACY_0X_DDL)
     wh = TransactionsWarehouse("test_warehouse", create_table=False)
     with pytest.raises(MigrationRequiredError) as info:
         wh.replace_window("c", "acc-1", "2026-11-01", "2026-11-10", [])

@@ -94,7 +94,7 @@ def baseline(
         make = make_consents(fault_server, mp.setenv)
         outcome = run_main(_parsed_main_dag, env, [make(conn_id) for conn_id in CONSENTS])
     clear_token_cache()
-    assert outcome.ok, outcome.states
+    assert outcome.ok, outcome.problems
     assert len(outcome.transactions("success")) == 9
     assert {row[0] for row in outcome.table} == set(CONSENTS)
     assert len(outcome.table) > 100

@@ -71,6 +71,12 @@ class Outcome:
         return succeeded(self.dagrun)
 
     @property
+    def problems(self) -> dict[tuple[str, int], str]:
+        """The task instances that did not succeed, and what they are: the message of a failed
+        run's assertion (the whole state map is too long to show the one that matters)."""
+        return {key: value for key, value in self.states.items() if value != "success"}
+
+    @property
     def failed(self) -> bool:
         return str(self.dagrun.state) in ("failed", "DagRunState.FAILED")
 

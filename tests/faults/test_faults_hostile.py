@@ -66,7 +66,7 @@ def test_hostile_account_ids_are_opaque_to_urls_and_paths(fsb, consent, main_dag
 
     outcome = run_main(main_dag, env, conns)
 
-    assert outcome.ok, outcome.states
+    assert outcome.ok, outcome.problems
     assert sorted(outcome.transactions("success")) == sorted(
         f"{c} {a['accountId']}"
         for c, cust in zip(CONNS, ("cust-0001", "cust-0002"), strict=True)

@@ -85,7 +85,7 @@ def test_task_killed_mid_write_is_retried_and_leaves_no_trace(
 
     assert forked.join() == [-signal.SIGKILL]
     assert seen["size"] and seen["final"] is False, seen  # half a file, hidden, nothing at the final path
-    assert outcome.ok, outcome.states
+    assert outcome.ok, outcome.problems
     # The victim's shard (its connection's) was retried; the other shard ran once.
     for other in outcome.transactions():
         expected = 2 if other.split(" ")[0] == victim[0] else 1
@@ -120,7 +120,7 @@ def test_same_interval_run_twice_at_once(fsb, consent, main_dag, env, baseline, 
     # the two runs really wrote the same file at the same time
     assert "another writer of the same file is at work" in log
     for outcome in outcomes:
-        assert outcome.ok, outcome.states
+        assert outcome.ok, outcome.problems
         assert set(outcome.tries.values()) == {1}
         assert {
             x[3]["interval_start"]

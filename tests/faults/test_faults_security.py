@@ -90,7 +90,7 @@ def test_a_full_run_leaks_no_secret(fsb, consent, main_dag, env, monkeypatch, ca
 
     outcome = run_main(main_dag, env, conns)
 
-    assert outcome.ok, outcome.states
+    assert outcome.ok, outcome.problems
     secrets = _secrets(fsb)
     assert code in secrets.values() and sum(k.startswith("refresh_tokens") for k in secrets) >= 4
     log = log_text(capfd, debug_logs)

@@ -78,7 +78,7 @@ def test_transient_faults_leave_no_trace(group, fsb, consent, main_dag, env, bas
 
     outcome = run_main(main_dag, env, conns)
 
-    assert outcome.ok, outcome.states
+    assert outcome.ok, outcome.problems
     assert set(outcome.tries.values()) == {1}, "the hook's retries absorb transient faults"
     assert fsb.counters()["faults_injected"] == sum(f.get("count", 1) for f in faults)
     assert outcome.table == only(CONNS, baseline.table)

@@ -358,6 +358,38 @@ def test_401_mid_pagination_refreshes_and_replays(make_conn, sandbox):
     assert sandbox.counters()["status"].get("401", 0) == 1
 
 
+def test_a_refused_token_never_comes_back_to_the_replay(openbanking_conn, sandbox):
+    """While one thread hands back a refused token, another thread that misses the cache must
+    not take that same token back from the consent store (it is still there until the refusal
+    is recorded) and cache it for the first thread's replay, whose second 401 would end the
+    task: a CI run of the 2-second-token fault test once failed that way."""
+    hook = OpenBankingHook(openbanking_conn)
+    refused = hook.get_access_token()  # cached and shared through the consent store
+    source = hook._customer_tokens
+    record_refusal = source.on_invalidate
+    assert record_refusal is not None
+    seen: list[str] = []
+
+    def slow_refusal(token: str) -> None:
+        # Another thread asks for a token right now, and gets up to 0.3 s to do so.
+        other = threading.Thread(target=lambda: seen.append(source.get()))
+        other.start()
+        other.join(0.3)
+        record_refusal(token)
+
+    source.on_invalidate = slow_refusal
+    source.invalidate(refused)
+    replay = source.get()
+    deadline = time.monotonic() + 10
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen, "the other thread got a token"
+    # (It may have read the refused token before the refusal began: its own first try then meets
+    # the 401 and replays. What must not happen is the refused token cached again.)
+    assert replay != refused
+    assert source.get() != refused
+
+
 def test_threads_sharing_a_hook_refresh_once(openbanking_conn, sandbox):
     hook = OpenBankingHook(openbanking_conn)
     tokens: list[str] = []

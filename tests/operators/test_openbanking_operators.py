@@ -140,6 +140,7 @@ def test_every_operator_lands_what_the_bank_has(openbanking_conn, sandbox, dest,
         assert tx["accounts"][account_id]["records"] == len(expected)
         total += len(expected)
     assert tx["records"] == total and tx["pages"] >= len(account_ids)
+    assert tx["dropped"] == 0 == tx["accounts"][account_ids[0]]["dropped"]  # Flinks sends what is asked
     assert any(r["status"] == "PENDING" for r in read_records(tx["paths"][0]) + read_records(tx["paths"][1]))
 
     # -- accounts: one file, full numbers masked, display kept ---------------------------------

@@ -57,25 +57,31 @@ def test_operators_land_exactly_the_request_from_a_strict_fdx53_server(
     accounts = read_jsonl(x["accounts"]["paths"][0])
     assert [a["accountId"] for a in accounts] == ids[1:3]
     assert x["accounts"]["records"] == 2
+    # what the server sent unasked is reported, not landed
+    assert x["accounts"]["dropped"] == len(ids) - 2 == x["accounts"]["counts"]["dropped"]
 
     # transactions: the server sent each account's whole history; the window's landing holds
     # exactly the window [2026-11-05, 2026-11-19] (the 14-day lookback included)
     tx = x["transactions"]
     assert (tx["query_start"], tx["query_end"]) == ("2026-11-05", "2026-11-19")
-    total = 0
+    total = dropped = 0
     assert sorted(tx["accounts"]) == sorted(ids[:2])
     for account_id in ids[:2]:
         expected = sandbox.truth_transactions(account_id, "2026-11-05", "2026-11-19")
         landed = read_jsonl(tx["accounts"][account_id]["path"])
         assert [{k: v for k, v in t.items() if k != "accountCategory"} for t in landed] == expected
-        assert len(expected) < len(sandbox.truth_transactions(account_id))
+        outside = len(sandbox.truth_transactions(account_id)) - len(expected)
+        assert outside > 0 and tx["accounts"][account_id]["dropped"] == outside
         total += len(expected)
+        dropped += outside
     assert tx["records"] == total
+    assert tx["dropped"] == dropped == tx["counts"]["dropped"]
 
     # statements: only October's, and only its file was downloaded
     st = x["statements"]
     listed = [s for p in st["paths"] for s in read_jsonl(p)]
     assert [s["statementDate"] for s in listed] == ["2026-10-31"]
+    assert st["dropped"] == 2  # August's and September's, sent anyway
     assert len(st["files"]) == 1 and st["files"][0].endswith(f"/{listed[0]['statementId']}.pdf")
 
     # holdings: read from /accounts/{accountId}, every one of them

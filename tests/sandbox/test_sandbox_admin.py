@@ -85,6 +85,20 @@ def test_repeat_offset_fault_makes_a_loop(api, sandbox, token):
     assert third["page"]["nextOffset"] != nxt
 
 
+def test_expire_token_fault_kills_the_presented_token(api, sandbox, token):
+    acc = sandbox.truth_accounts("cust-0001")[0]["accountId"]
+    sandbox.inject({"kind": "expire_token", "path": "/transactions", "with_offset": True})
+    first = api.fdx(f"/accounts/{acc}/transactions", token, params={"limit": 5})
+    assert first.status_code == 200  # no offset: not faulted
+    nxt = first.json()["page"]["nextOffset"]
+    assert (
+        api.fdx(f"/accounts/{acc}/transactions", token, params={"limit": 5, "offset": nxt}).status_code == 401
+    )
+    assert api.fdx("/accounts", token).status_code == 401  # the token stays dead
+    assert api.fdx("/accounts", api.customer_token("cust-0001")).status_code == 200
+    assert sandbox.counters()["faults_injected"] == 1
+
+
 def test_bad_fault_and_config_specs_are_400(sandbox):
     for bad in (
         {"kind": "explode"},
