@@ -11,8 +11,8 @@ Two checks:
   disk (``tempfile``, ``shelve``, ``pickle``, ``sqlite3``, ``dbm``, …);
 - dynamically, the main example DAG runs end to end (``dag.test``) in a child process watched by a
   Python audit hook, with rotating refresh tokens, short access tokens, a token-endpoint outage
-  that makes the consent sensor defer and its trigger run, and the landing destination in memory
-  (``memory://``). Every file the provider's code opens for writing, creates, renames or
+  that fails the first try of the first shard task (so its retry runs too, reading the first
+  try's resume markers), and the landing destination in memory (``memory://``). Every file the provider's code opens for writing, creates, renames or
   connects to as SQLite is recorded (the call stack decides whose code it is); apart from the
   warehouse database the DAG is pointed at and Airflow's own metadata database and task logs,
   there must be none.
@@ -77,8 +77,8 @@ def test_task_code_imports_no_disk_state_module() -> None:
 @pytest.mark.slow
 def test_main_dag_writes_nothing_to_local_disk(sandbox: Any, tmp_path: Path) -> None:
     sandbox.configure(rotate_refresh_tokens=True, access_token_ttl=30, now="2026-11-19T00:05:00Z")
-    # The first two token requests fail (503): with max_attempts=2 the sensor's own check gives
-    # up, so it defers and dag.test runs its trigger in line; the trigger then gets the token.
+    # The first two token requests fail (503): with max_attempts=2 the accounts step's consent
+    # outlasts its retry budget, the task fails its first try and is retried (a second later).
     sandbox.inject({"kind": "status", "status": 503, "path": "/api/v1/token", "count": 2})
     conn = {
         "conn_type": "openbanking",
@@ -122,6 +122,10 @@ def test_main_dag_writes_nothing_to_local_disk(sandbox: Any, tmp_path: Path) -> 
     result = json.loads(report.read_text())
 
     assert result["state"] == "success", result["task_states"]
+    # The outage failed the first try of the accounts step: its retry (which reads the first
+    # try's resume markers from the destination) ran under the same watch.
+    assert result["tries"]["shard.land_accounts[0]"] == 2, result["tries"]
+    assert {n for k, n in result["tries"].items() if k != "shard.land_accounts[0]"} == {1}, result["tries"]
     # The sharded DAG has no consent sensor any more (the consent check runs inside each shard), so
     # nothing defers here; the deferred sensor's triggerer process is audited by the e2e.
     assert result["landed_in_memory"] > 0, "the landing destination should hold the landed files"
@@ -233,6 +237,11 @@ def _child(report: Path, warehouse: Path, conn_id: str) -> None:  # pragma: no c
     attach("memory", fs=fsspec.filesystem("memory"))
     Pool.create_or_update_pool("openbanking_api", 4, "Open Banking API calls", include_deferred=False)
     dag = DagBag(dag_folder=str(REPO / "dags")).get_dag(MAIN_DAG)
+    # The token outage fails the first try of the first task (its consent's transient errors
+    # outlast the retry budget): its retry comes a second later, not after the DAG's 2 minutes.
+    for task in dag.tasks:
+        task.retry_delay = dt.timedelta(seconds=1)
+        task.retry_exponential_backoff = False
 
     sys.addaudithook(audit)
     dagrun = dag.test(
@@ -257,6 +266,10 @@ def _child(report: Path, warehouse: Path, conn_id: str) -> None:  # pragma: no c
             f"{ti.task_id}[{ti.map_index}]": str(getattr(ti.state, "value", ti.state))
             for ti in dagrun.get_task_instances(session=session)
         }
+        tries = {
+            f"{ti.task_id}[{ti.map_index}]": ti.try_number
+            for ti in dagrun.get_task_instances(session=session)
+        }
     landed = [p for p in ObjectStoragePath("memory://openbanking-landing").rglob("*") if p.is_file()]
     import sqlite3
 
@@ -267,6 +280,7 @@ def _child(report: Path, warehouse: Path, conn_id: str) -> None:  # pragma: no c
             {
                 "state": str(getattr(dagrun.state, "value", dagrun.state)),
                 "task_states": task_states,
+                "tries": tries,
                 "trigger_runs": trigger_runs,
                 "landed_in_memory": len(landed),
                 "warehouse_rows": rows,
