@@ -37,6 +37,7 @@ database refuses), the load fails naming the exact statements to run.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import json
@@ -471,27 +472,32 @@ class TransactionsWarehouse:
             "%s: migrating to the consent-aware key (conn_id, consent_id, account_id, transaction_id)",
             self.table,
         )
-        conn = self._connect()
         try:
-            cur = conn.cursor()
-            for statement in statements:
-                cur.execute(statement)
-            conn.commit()
+            with self._transaction() as cur:
+                for statement in statements:
+                    cur.execute(statement)
         except Exception as exc:
-            conn.rollback()
             raise MigrationRequiredError(
                 f"{self.table} has the schema before consents and migrating it failed "
                 f"({type(exc).__name__}: {exc}); nothing was changed. Run, in one transaction:\n{exact}"
             ) from exc
-        finally:
-            conn.close()
         log.warning("%s: migrated; existing rows now belong to consent %r", self.table, LEGACY_CONSENT_ID)
 
-    def _connect(self) -> Any:
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """A cursor inside one database transaction: committed when the block ends, rolled back
+        (and the error raised on) when it fails, the connection closed either way."""
         conn = self.hook.get_conn()
         if getattr(self.hook, "supports_autocommit", False):
             self.hook.set_autocommit(conn, False)
-        return conn
+        try:
+            yield conn.cursor()
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        finally:
+            conn.close()
 
     def replace_window(
         self,
@@ -509,16 +515,8 @@ class TransactionsWarehouse:
         window = Window(conn_id, consent_id, account_id, window_start, window_end, records)
         start, end, rows = _window_rows(window)
         self.ensure_table()
-        conn = self._connect()
-        try:
-            cur = conn.cursor()
+        with self._transaction() as cur:
             deleted = self._replace(cur, window, start, end, rows)
-            conn.commit()
-        except BaseException:
-            conn.rollback()
-            raise
-        finally:
-            conn.close()
         log.info(
             "%s: %s / %s / %s window %s..%s: %d row(s) replaced by %d",
             self.table,
@@ -618,9 +616,7 @@ class TransactionsWarehouse:
         self, chunk: Sequence[tuple[Window, str, str, dict[str, tuple[Any, ...]]]], result: BulkLoad
     ) -> None:
         p = self.placeholder
-        conn = self._connect()
-        try:
-            cur = conn.cursor()
+        with self._transaction() as cur:
             deleted = 0
             # One range DELETE per (consent, window range) for all its accounts.
             groups: dict[tuple[str, str, str, str], list[str]] = {}
@@ -645,12 +641,6 @@ class TransactionsWarehouse:
                     self._insert(cur, batch)
                     batch = []
             self._insert(cur, batch)
-            conn.commit()
-        except BaseException:
-            conn.rollback()
-            raise
-        finally:
-            conn.close()
         result.windows += len(chunk)
         result.deleted += deleted
         inserted = sum(len(rows) for _w, _s, _e, rows in chunk)

@@ -13,6 +13,19 @@ from typing import Any
 UTC = dt.timezone.utc
 
 
+def daily_dag(dag_id: str) -> Any:
+    """A DAG with real daily data intervals [00:00, 24:00) UTC (the example DAGs' timetable)."""
+    from airflow.sdk import DAG
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    return DAG(
+        dag_id,
+        schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+        start_date=dt.datetime(2026, 11, 1, tzinfo=UTC),
+        catchup=False,
+    )
+
+
 @dataclass
 class DagRunResult:
     dagrun: Any

@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow.sdk import DAG
-from airflow.timetables.interval import CronDataIntervalTimetable
 
 from airflow_provider_openbanking import cli
 from airflow_provider_openbanking.landing import read_jsonl
@@ -22,20 +20,11 @@ from airflow_provider_openbanking.operators.openbanking import (
     OpenBankingAccountsOperator,
     OpenBankingTransactionsOperator,
 )
-from tests.operators.dagrun_helpers import UTC, run_dag
+from tests.operators.dagrun_helpers import UTC, daily_dag, run_dag
 
 LOGICAL = dt.datetime(2026, 11, 20, tzinfo=UTC)
 QUERY = ("2026-11-16", "2026-11-19")  # [interval start - 3 days lookback, last day]
 TXN_REQUESTS = "GET /api/fdx/5/accounts/{accountId}/transactions"
-
-
-def daily_dag(dag_id: str) -> DAG:
-    return DAG(
-        dag_id,
-        schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-        start_date=dt.datetime(2026, 11, 1, tzinfo=UTC),
-        catchup=False,
-    )
 
 
 def import_consents(conn_id: str, tokens: dict[str, str], tmp_path: Path) -> None:

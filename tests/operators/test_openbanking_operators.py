@@ -13,8 +13,6 @@ import types
 from pathlib import Path
 
 import pytest
-from airflow.sdk import DAG
-from airflow.timetables.interval import CronDataIntervalTimetable
 
 from airflow_provider_openbanking.hooks.openbanking import OpenBankingHook
 from airflow_provider_openbanking.landing import Layout, read_records, to_storage_path
@@ -28,7 +26,7 @@ from airflow_provider_openbanking.operators.openbanking import (
     OpenBankingStatementsOperator,
     OpenBankingTransactionsOperator,
 )
-from tests.operators.dagrun_helpers import UTC, run_dag
+from tests.operators.dagrun_helpers import UTC, daily_dag, run_dag
 
 CUSTOMER = "cust-0001"
 # A daily schedule with real data intervals: the run of 2026-11-20 covers [11-19, 11-20).
@@ -37,15 +35,6 @@ START, END = dt.datetime(2026, 11, 19, tzinfo=UTC), dt.datetime(2026, 11, 20, tz
 INTERVAL = "interval=20261119T000000Z_20261120T000000Z"
 #: Every customer dataset lands under its consent; these tests use the connection's own consent.
 CONSENT = "consent_id=default"
-
-
-def daily_dag(dag_id: str) -> DAG:
-    return DAG(
-        dag_id,
-        schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-        start_date=dt.datetime(2026, 11, 1, tzinfo=UTC),
-        catchup=False,
-    )
 
 
 def landed_files(root: Path) -> list[str]:
