@@ -2,7 +2,8 @@
 
 This is the only place that sends requests. It knows nothing of OAuth except that a bearer token
 comes from a :class:`TokenSource` and that a 401 which is not 602 means "that token went stale":
-it asks the source for a fresh one once and replays the request. Everything transient (1207 rate
+it asks the source for a fresh one and replays the request (up to :data:`MAX_TOKEN_REPLAYS`
+times: a fresh token can die too, when its request stalls past a short token's life). Everything transient (1207 rate
 limits at 429 or 422, 5xx, 501 maintenance, dropped connections, bodies that are not JSON) is
 retried with exponential backoff and jitter, honouring ``Retry-After``. JSON bodies larger than
 ``max_response_bytes`` are refused. Every other error is raised at once as a typed
@@ -67,6 +68,11 @@ except ImportError:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
+#: Replays of one request after a 401, each with a freshly refreshed token. More than one: a
+#: fresh short-lived token can die too when its request stalls (a loaded worker, a long queue),
+#: and that is no reason to fail the account. Misconfiguration (tokens that never work) still
+#: ends the call at its first attempt, after this many grants.
+MAX_TOKEN_REPLAYS = 2
 #: Largest JSON body accepted (a page of 1,000 FDX transactions is about 1 MB): a server that
 #: sends more is refused instead of filling the worker's memory.
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 2**20
@@ -454,18 +460,20 @@ class Transport:
         auth: tuple[str, str] | None,
         stream: bool,
     ) -> requests.Response:
-        """One attempt, including the single replay after a stale-token 401."""
-        replayed = False
+        """One attempt, including up to :data:`MAX_TOKEN_REPLAYS` replays after stale-token 401s."""
+        replays = 0
         while True:
             hdrs = {"x-fapi-interaction-id": str(uuid.uuid4()), "Accept": "application/json"}
             if headers:
                 hdrs.update(headers)
+            # The rate limit first, the token second: a thread that waits in the bucket (or out a
+            # client-wide Retry-After) must not hold a token that expires while it waits.
+            if self.rate_limiter is not None:
+                self.rate_limiter.acquire()
             token = None
             if token_source is not None:
                 token = token_source.get()
                 hdrs["Authorization"] = f"Bearer {token}"
-            if self.rate_limiter is not None:
-                self.rate_limiter.acquire()
             try:
                 resp = self.session.request(
                     method,
@@ -522,16 +530,16 @@ class Transport:
                 and not isinstance(error, ConsentRequiredError)
             ):
                 token_source.invalidate(token)
-                if not replayed:
-                    replayed = True
+                if replays < MAX_TOKEN_REPLAYS:
+                    replays += 1
                     log.info(
                         "%s: access token refused (HTTP 401); refreshed it and replaying", error.endpoint
                     )
                     continue
                 raise error.recast(
                     AccessTokenRejectedError,
-                    hint="A freshly refreshed access token was refused too: check the client id/secret "
-                    "and that the API base URL is right",
+                    hint=f"{MAX_TOKEN_REPLAYS} freshly refreshed access tokens were refused too: check "
+                    "the client id/secret and that the API base URL is right",
                 )
             raise error
 

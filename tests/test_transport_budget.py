@@ -167,3 +167,30 @@ def test_rate_limiter_is_asked_before_every_request_and_paused_by_retry_after(sa
     assert len(limiter.pauses) == 1, "only the 429 with Retry-After pauses the limiter"
     assert before + 0.35 <= limiter.pauses[0] <= time.monotonic()
     transport.close()
+
+
+def test_the_token_is_taken_after_the_rate_limit_wait(sandbox):
+    """A thread waiting in the bucket (or out a client-wide Retry-After) holds no token: the one it
+    sends is taken when it may send, so a short-lived token cannot expire in the queue."""
+    events: list[str] = []
+
+    class OrderedLimiter(FakeLimiter):
+        def acquire(self) -> None:
+            super().acquire()
+            events.append("acquired")
+
+    class RecordingTokens:
+        def get(self) -> str:
+            events.append("token")
+            return "no-such-token"
+
+        def invalidate(self, token: str) -> None:
+            events.append("invalidated")
+
+    transport = Transport(sandbox.url, retry=RetryPolicy(max_attempts=1), rate_limiter=OrderedLimiter())
+    with pytest.raises(ApiError):  # a token the sandbox never issued: 401, replays, then refused
+        transport.request_json("GET", "/api/fdx/5/accounts", token_source=RecordingTokens())
+    sends = events.count("acquired")
+    assert sends == 3
+    assert events == ["acquired", "token", "invalidated"] * sends
+    transport.close()

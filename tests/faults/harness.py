@@ -237,6 +237,17 @@ def log_text(capfd: Any, caplog: Any) -> str:
     return "\n".join((records, out, err))
 
 
+def failure_report(outcome: Outcome, log: str, lines: int = 20) -> str:
+    """Why a run failed, for an assertion message: the task instances that did not succeed and
+    the log's error lines (the states alone do not say what to look at in a CI log)."""
+    errors = [
+        line[:600]
+        for line in log.splitlines()
+        if "[error" in line or " ERROR " in line or "Exception:" in line or "Error:" in line
+    ]
+    return f"{outcome.problems}\n" + "\n".join(errors[-lines:])
+
+
 @contextlib.contextmanager
 def watch(
     condition: Callable[[], bool], action: Callable[[], None], *, every: float = 0.02
@@ -263,29 +274,6 @@ def watch(
         stop.set()
         thread.join(10)
     assert fired.is_set(), "the watched condition never happened"
-
-
-@contextlib.contextmanager
-def periodically(action: Callable[[], None], every: float) -> Iterator[list[int]]:
-    """Run ``action`` from a thread every ``every`` seconds during the block; yields a one-item
-    list counting the calls."""
-    import threading
-
-    stop = threading.Event()
-    calls = [0]
-
-    def loop() -> None:
-        while not stop.wait(every):
-            action()
-            calls[0] += 1
-
-    thread = threading.Thread(target=loop, name="fault-ticker", daemon=True)
-    thread.start()
-    try:
-        yield calls
-    finally:
-        stop.set()
-        thread.join(10)
 
 
 # ---- forked processes -----------------------------------------------------------------------

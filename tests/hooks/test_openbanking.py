@@ -13,6 +13,7 @@ import requests
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_openbanking.exceptions import (
+    AccessTokenRejectedError,
     ApiError,
     AuthorizationCallbackError,
     ConnectionConfigError,
@@ -356,6 +357,31 @@ def test_401_mid_pagination_refreshes_and_replays(make_conn, sandbox):
     got += [t["transactionId"] for t in records]
     assert got == truth
     assert sandbox.counters()["status"].get("401", 0) == 1
+
+
+def test_a_fresh_token_that_dies_too_is_replaced_again(openbanking_conn, sandbox):
+    """A replay's fresh token can die as well (a stalled request outlives a short token): the
+    request is replayed with another fresh token instead of failing the account."""
+    hook = OpenBankingHook(openbanking_conn)
+    hook.get_access_token()
+    sandbox.inject({"kind": "expire_token", "path": "/accounts", "count": 2})
+    before = sandbox.counters()["token_grants"]["refresh_token"]
+    assert [a["accountId"] for a in hook.iter_accounts()] == _first_account_ids(sandbox)
+    counters = sandbox.counters()
+    assert counters["status"].get("401", 0) == 2 and counters["faults_injected"] == 2
+    assert counters["token_grants"]["refresh_token"] == before + 2  # one fresh token per replay
+
+
+def test_tokens_that_never_work_end_the_call_at_its_first_attempt(openbanking_conn, sandbox):
+    """Misconfiguration (no token is ever accepted) is not retried: the call ends after
+    MAX_TOKEN_REPLAYS replays, each with a fresh token, and says what to check."""
+    hook = OpenBankingHook(openbanking_conn)
+    sandbox.inject({"kind": "expire_token", "path": "/accounts", "count": 10})
+    with pytest.raises(AccessTokenRejectedError) as err:
+        list(hook.iter_accounts())
+    assert "2 freshly refreshed access tokens were refused too" in str(err.value)
+    assert "client id/secret" in str(err.value) and not isinstance(err.value, TransientApiError)
+    assert sandbox.counters()["status"].get("401", 0) == 3  # the first try and two replays
 
 
 def test_a_refused_token_never_comes_back_to_the_replay(openbanking_conn, sandbox):
