@@ -466,13 +466,17 @@ class Transport:
             hdrs = {"x-fapi-interaction-id": str(uuid.uuid4()), "Accept": "application/json"}
             if headers:
                 hdrs.update(headers)
-            # The rate limit first, the token second: a thread that waits in the bucket (or out a
-            # client-wide Retry-After) must not hold a token that expires while it waits.
-            if self.rate_limiter is not None:
-                self.rate_limiter.acquire()
             token = None
             if token_source is not None:
-                token = token_source.get()
+                token = token_source.get()  # a refresh grant, if one is due, is sent (and paced) first
+            if self.rate_limiter is not None:
+                self.rate_limiter.acquire()
+                if token_source is not None:
+                    # Asked again after the wait (a cache hit unless the wait outlived the token):
+                    # a thread that waited in the bucket, or out a client-wide Retry-After, must
+                    # not send a token that expired while it waited.
+                    token = token_source.get()
+            if token is not None:
                 hdrs["Authorization"] = f"Bearer {token}"
             try:
                 resp = self.session.request(

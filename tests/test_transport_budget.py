@@ -169,10 +169,12 @@ def test_rate_limiter_is_asked_before_every_request_and_paused_by_retry_after(sa
     transport.close()
 
 
-def test_the_token_is_taken_after_the_rate_limit_wait(sandbox):
-    """A thread waiting in the bucket (or out a client-wide Retry-After) holds no token: the one it
-    sends is taken when it may send, so a short-lived token cannot expire in the queue."""
+def test_the_token_sent_is_asked_for_after_the_rate_limit_wait(sandbox):
+    """A thread waiting in the bucket (or out a client-wide Retry-After) must not send a token that
+    expired while it waited: the token is asked for again once the slot is granted, and that one
+    is sent. (It is asked for first too, so that a refresh grant due is paced before the slot.)"""
     events: list[str] = []
+    handed: list[str] = []
 
     class OrderedLimiter(FakeLimiter):
         def acquire(self) -> None:
@@ -182,15 +184,18 @@ def test_the_token_is_taken_after_the_rate_limit_wait(sandbox):
     class RecordingTokens:
         def get(self) -> str:
             events.append("token")
-            return "no-such-token"
+            handed.append(f"token-{len(handed)}")  # every call a new one: as if the old one expired
+            return handed[-1]
 
         def invalidate(self, token: str) -> None:
-            events.append("invalidated")
+            events.append(f"refused {token}")
 
     transport = Transport(sandbox.url, retry=RetryPolicy(max_attempts=1), rate_limiter=OrderedLimiter())
-    with pytest.raises(ApiError):  # a token the sandbox never issued: 401, replays, then refused
+    with pytest.raises(ApiError):  # tokens the sandbox never issued: 401, two replays, then refused
         transport.request_json("GET", "/api/fdx/5/accounts", token_source=RecordingTokens())
-    sends = events.count("acquired")
-    assert sends == 3
-    assert events == ["acquired", "token", "invalidated"] * sends
+    assert events.count("acquired") == 3 == sum(sandbox.counters()["requests"].values())
+    expected: list[str] = []
+    for send in range(3):
+        expected += ["token", "acquired", "token", f"refused token-{2 * send + 1}"]
+    assert events == expected
     transport.close()
