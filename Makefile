@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 export AIRFLOW__CORE__LOAD_EXAMPLES = False
 
-.PHONY: install test lint typecheck pytest demo bench bench-moonshot e2e clean
+.PHONY: install system-packages test lint typecheck pytest demo bench bench-moonshot e2e clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,12 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-pytest: install
+# The Debian packages the tests start servers from (postgresql, redis-server; chromium for the
+# e2e), installed with apt when missing (root or sudo): a fresh machine has only Python and apt.
+system-packages:
+	sh e2e/install-apt.sh
+
+pytest: install system-packages
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # e2e runs Airflow's real services and headless Chromium (installed with apt: needs root or sudo).
@@ -46,8 +51,7 @@ $(E2E_STAMP): $(STAMP) pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev,e2e]"
 	touch $(E2E_STAMP)
 
-e2e: $(E2E_STAMP)
-	sh e2e/install-apt.sh
+e2e: $(E2E_STAMP) system-packages
 	$(PY) e2e/run.py $(E2E_ARGS)
 
 clean:
