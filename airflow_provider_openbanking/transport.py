@@ -87,7 +87,9 @@ class TokenSource(Protocol):
     """Gives the transport a bearer token and takes back one that the server refused."""
 
     def get(self) -> str:
-        """Return a valid access token (from cache or freshly obtained)."""
+        """Return a valid access token (from cache or freshly obtained). With a rate limiter it
+        is called twice per request, before and after the wait for a slot: it must be cheap when
+        the cached token is still good."""
 
     def invalidate(self, token: str) -> None:
         """Forget ``token`` (the server answered 401 to it)."""
