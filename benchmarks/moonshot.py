@@ -724,8 +724,8 @@ def section(
             "",
             *rows,
             "",
-            f"Load average (1, 5, 15 min) before / after: {load_before} / {load_after}. The 2 cores are "
-            "shared with the lead's and another helper's work while this runs: wall times include their load.",
+            f"Load average (1, 5, 15 min) before / after: {load_before} / {load_after}. Wall times include "
+            "whatever else ran on the 2 cores meanwhile: these load averages show how much.",
             "",
             f"**{projected:,} consents, projected** ({verdict}): requests per consent as measured at "
             f"{large.consents:,} ({large.requests / large.consents:.2f}) x {projected:,} / {RATE:g} req/s = "
