@@ -2,11 +2,11 @@
 
 This is the only place that sends requests. It knows nothing of OAuth except that a bearer token
 comes from a :class:`TokenSource` and that a 401 which is not 602 means "that token went stale":
-it asks the source for a fresh one and replays the request (up to :data:`MAX_TOKEN_REPLAYS`
-times: a fresh token can die too, when its request stalls past a short token's life). Everything transient (1207 rate
-limits at 429 or 422, 5xx, 501 maintenance, dropped connections, bodies that are not JSON) is
-retried with exponential backoff and jitter, honouring ``Retry-After``. JSON bodies larger than
-``max_response_bytes`` are refused. Every other error is raised at once as a typed
+it asks the source for a fresh one and replays the request, up to :data:`MAX_TOKEN_REPLAYS` times
+(a fresh token can die too, when its request stalls past a short token's life). Everything
+transient (1207 rate limits at 429 or 422, 5xx, 501 maintenance, dropped connections, bodies that
+are not JSON) is retried with exponential backoff and jitter, honouring ``Retry-After``. JSON
+bodies larger than ``max_response_bytes`` are refused. Every other error is raised at once as a typed
 :mod:`~airflow_provider_openbanking.exceptions` error naming endpoint, status, code, message and,
 when a server answered, the correlation headers.
 
