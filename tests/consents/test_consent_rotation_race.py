@@ -61,11 +61,11 @@ def sql_uri(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     try:
         import psycopg2  # noqa: F401
     except ImportError:
-        pytest.skip("psycopg2 is not installed (pip install apache-airflow-providers-postgres)")
+        pytest.fail("psycopg2 is not installed: `make pytest` installs it with the [dev] extra")
     try:
         service = start_postgres(tmp_path / "pg")
     except ServiceError as exc:
-        pytest.skip(f"no PostgreSQL on this machine: {exc}")
+        pytest.fail(f"PostgreSQL did not start ({exc}); `make pytest` installs it with apt")
     with service:
         yield service.create_database("race").replace("postgresql://", "postgres://")
 

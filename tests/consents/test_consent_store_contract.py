@@ -38,11 +38,11 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         import psycopg2  # noqa: F401
     except ImportError:
-        pytest.skip("psycopg2 is not installed (pip install apache-airflow-providers-postgres)")
+        pytest.fail("psycopg2 is not installed: `make pytest` installs it with the [dev] extra")
     try:
         service = start_postgres(tmp_path_factory.mktemp("pg"))
     except ServiceError as exc:
-        pytest.skip(f"no PostgreSQL on this machine: {exc}")
+        pytest.fail(f"PostgreSQL did not start ({exc}); `make pytest` installs it with apt")
     with service:
         yield service.create_database("consents")
 
