@@ -518,19 +518,27 @@ def check_triggerer(
         f"/task_id={deferred['task_id']}/{mapped}"
     )
     s3 = dep.s3()
-    trigger_logs = [
-        obj["Key"]
-        for obj in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
-        if ".log.trigger." in obj["Key"]
-    ]
-    events = []
-    for key in trigger_logs:
-        body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode(errors="replace")
-        for line in body.splitlines():
-            with contextlib.suppress(ValueError):
-                record = json.loads(line)
-                if record.get("event") == "Trigger fired event":
-                    events.append(str(record.get("result")))
+    # The triggerer uploads the trigger's log when the trigger ends, on its own schedule: the
+    # copy on S3 can lag the task's success by a few seconds, so it is read until it shows the
+    # event (or 60 s have passed).
+    deadline = time.monotonic() + 60
+    while True:
+        trigger_logs = [
+            obj["Key"]
+            for obj in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
+            if ".log.trigger." in obj["Key"]
+        ]
+        events = []
+        for key in trigger_logs:
+            body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode(errors="replace")
+            for line in body.splitlines():
+                with contextlib.suppress(ValueError):
+                    record = json.loads(line)
+                    if record.get("event") == "Trigger fired event":
+                        events.append(str(record.get("result")))
+        if events or time.monotonic() >= deadline:
+            break
+        time.sleep(2)
     task_log = ""
     for try_number in range(1, int((ti or {}).get("try_number") or 1) + 1):
         with contextlib.suppress(E2EError):
